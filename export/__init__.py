@@ -1,0 +1,1 @@
+"""stdd_fast.export"""

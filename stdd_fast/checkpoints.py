@@ -1,0 +1,282 @@
+"""Checkpoint loaders: every format STDD weights come in, by path, architecture detected.
+
+Formats read (STDD-SPEC §5, ARCHITECTURE §1):
+
+* OpenAI CLIP: the TorchScript archive (``ViT-B-16.pt``) and a plain state dict;
+* open_clip: ``.pt`` / ``.bin`` state dicts (bare, or ``{"state_dict": ...}`` with ``module.``) and
+  ``.safetensors``;
+* official STDD (PySlowFast): per-epoch ``checkpoint_epoch_*.pyth`` (``model_state`` with
+  ``model.*``, ``raw_model.*``, ``projector_v.*``, plus ``cfg``, ``optimizer_state``...) and the
+  averaged ``swa_*.pth`` (``model.*`` only);
+* stdd_fast's own ``.safetensors`` (:func:`save_checkpoint`), which also records arch and STCA config.
+
+Pickles load with ``torch.load(weights_only=True)``; one that needs arbitrary code raises
+:class:`UnsafeCheckpointError` unless the caller passes ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from stdd_fast.config import ArchConfig, STCAConfig, get_arch, list_models
+from stdd_fast.errors import CheckpointError, UnsafeCheckpointError
+from stdd_fast.model import STDDModel
+
+FORMAT_TAG = "stdd_fast"
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass
+class CheckpointInfo:
+    """What a loader found in a file besides the weights."""
+
+    path: str
+    format: str
+    ignored_prefixes: dict[str, int] = field(default_factory=dict)
+    epoch: int | None = None
+    has_cfg: bool = False
+    arch: dict | None = None
+    stca: dict | None = None
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n or n.endswith("constants.pkl") for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
+        if culprit:
+            raise UnsafeCheckpointError(
+                f"{path}: this pickle needs arbitrary code to load ({culprit}). Re-save it as a plain state "
+                "dict or safetensors, or pass trust_pickle=True if you trust its source"
+            ) from None
+        raise CheckpointError(
+            f"{path}: could not read the checkpoint (not a valid pickle); is it truncated or corrupt?"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(
+            f"{path}: could not read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "is the file truncated or corrupt?"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (safe_open is no dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); is it truncated or corrupt?") from None
+
+
+def _only_tensors(path: Path, d: dict, what: str) -> dict[str, torch.Tensor]:
+    bad = [k for k, v in d.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {what} holds non-tensor entries {bad[:5]}; not a model state dict")
+    return d
+
+
+def _strip(d: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in d.items() if k.startswith(prefix)}
+
+
+def _split_official(state: dict[str, torch.Tensor], info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    """Keep ``model.*`` of an official STDD state; count what is dropped (raw_model, projector_v)."""
+    for k in state:
+        if not k.startswith("model."):
+            prefix = k.split(".", 1)[0] + "."
+            info.ignored_prefixes[prefix] = info.ignored_prefixes.get(prefix, 0) + 1
+    return _strip(state, "model.")
+
+
+def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Read any supported checkpoint into a CLIP state dict with OpenAI/open_clip key names."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty")
+
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+        info = CheckpointInfo(str(path), "safetensors")
+        if meta.get("format") == FORMAT_TAG:
+            info.format = FORMAT_TAG
+            info.arch = json.loads(meta["arch"])
+            info.stca = json.loads(meta.get("stca", "null"))
+    elif _is_torchscript(path):
+        try:
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, but OpenAI ships this format
+                warnings.simplefilter("ignore", FutureWarning)
+                state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: unreadable TorchScript archive ({str(e).splitlines()[0][:200]})") from None
+        info = CheckpointInfo(str(path), "openai-torchscript")
+    else:
+        obj = _torch_load(path, trust_pickle)
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+        if "model_state" in obj:
+            info = CheckpointInfo(str(path), "stdd-official", epoch=obj.get("epoch"), has_cfg="cfg" in obj)
+            state = _split_official(_only_tensors(path, obj["model_state"], "model_state"), info)
+        elif obj.get("format") == FORMAT_TAG:
+            info = CheckpointInfo(str(path), FORMAT_TAG, epoch=obj.get("epoch"), arch=obj.get("arch"))
+            info.stca = obj.get("stca")
+            state = _only_tensors(path, obj["model"], "model")
+        elif "state_dict" in obj:
+            info = CheckpointInfo(str(path), "open_clip-train", epoch=obj.get("epoch"))
+            state = _only_tensors(path, obj["state_dict"], "state_dict")
+        else:
+            info = CheckpointInfo(str(path), "state-dict")
+            state = _only_tensors(path, obj, "the file")
+    if state and all(k.startswith("module.") for k in state):
+        state = _strip(state, "module.")
+    if "model.visual.conv1.weight" in state:
+        state = _split_official(state, info)
+    for k in _OPENAI_EXTRA_KEYS:
+        state.pop(k, None)
+    return state, info
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    ids = {k[len(prefix) :].split(".", 1)[0] for k in state if k.startswith(prefix)}
+    return len(ids)
+
+
+def detect_arch(state: dict[str, torch.Tensor], source: str = "state dict") -> ArchConfig:
+    """The architecture of a CLIP ViT state dict: a registered one when the shapes match.
+
+    Head counts are not visible in the weights: a registered architecture with the same shapes
+    supplies them, otherwise the OpenAI convention (64 channels per head) is assumed.
+    """
+    needed = (
+        "visual.conv1.weight",
+        "visual.positional_embedding",
+        "visual.proj",
+        "token_embedding.weight",
+        "positional_embedding",
+        "ln_final.weight",
+    )
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{source}: not a CLIP ViT checkpoint (missing {missing}); stdd_fast loads OpenAI/open_clip CLIP ViT "
+            "weights and STDD checkpoints"
+        )
+    width, _, patch, _ = state["visual.conv1.weight"].shape
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = state["ln_final.weight"].shape[0]
+    detected = ArchConfig(
+        name="custom",
+        embed_dim=state["visual.proj"].shape[1],
+        image_size=patch * grid,
+        patch_size=patch,
+        vision_width=width,
+        vision_layers=_count_blocks(state, "visual.transformer.resblocks."),
+        vision_heads=max(1, width // 64),
+        text_width=text_width,
+        text_heads=max(1, text_width // 64),
+        text_layers=_count_blocks(state, "transformer.resblocks."),
+        context_length=state["positional_embedding"].shape[0],
+        vocab_size=state["token_embedding.weight"].shape[0],
+    )
+    no_heads = {"vision_heads", "text_heads", "name"}
+    for name in list_models():
+        known = get_arch(name)
+        if all(getattr(known, f) == getattr(detected, f) for f in asdict(detected) if f not in no_heads):
+            return known
+    return detected
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError listing missing, unexpected and mis-shaped keys, if any (and what the file holds)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshaped:
+
+        def listing(title: str, keys: list[str]) -> str:
+            if not keys:
+                return ""
+            more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+            return f"\n  {title} ({len(keys)}): {keys[:8]}{more}"
+
+        arch = getattr(model, "arch", None)
+        try:
+            looks_like = f"\n  the checkpoint looks like architecture {detect_arch(state).name!r}"
+        except CheckpointError:
+            looks_like = ""
+        raise CheckpointError(
+            f"{source} does not fit architecture {arch.name if arch else '?'}:"
+            + listing("missing", missing)
+            + listing("unexpected", unexpected)
+            + listing("mis-shaped", misshaped)
+            + looks_like
+            + "\n  pass the matching arch= (see stdd_fast.list_models()) or a checkpoint of this architecture"
+        )
+
+
+def load_model(
+    path: str | Path,
+    arch: str | ArchConfig | None = None,
+    stca: STCAConfig | None = STCAConfig(),
+    impl: str = "reference",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    trust_pickle: bool = False,
+) -> STDDModel:
+    """Load an STDD model from a checkpoint file of any supported format (in eval mode).
+
+    ``arch``: None detects it from the weights (see :func:`detect_arch`); a name or ArchConfig is
+    checked against them. ``logit_scale`` comes from the checkpoint. The returned model carries
+    ``checkpoint_info`` (format, dropped prefixes, epoch).
+    """
+    state, info = read_state_dict(path, trust_pickle=trust_pickle)
+    if arch is None:
+        arch = ArchConfig.from_dict(info.arch) if info.arch else detect_arch(state, str(path))
+    else:
+        arch = get_arch(arch)
+    model = STDDModel(arch, stca, impl)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    model.checkpoint_info = info
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_checkpoint(model: STDDModel, path: str | Path) -> Path:
+    """Save the model's weights as stdd_fast safetensors (arch and STCA config in the metadata)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT_TAG,
+        "arch": json.dumps(model.arch.to_dict()),
+        "stca": json.dumps(asdict(model.stca) if model.stca else None),
+    }
+    save_file(state, str(path), metadata=meta)
+    return path

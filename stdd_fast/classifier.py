@@ -1,0 +1,215 @@
+"""The text classifier: baked text embeddings W and everything that identifies them (ARCHITECTURE §4.7).
+
+``W`` is [K, N, D] (prompt level: ASKG/xprompt prompts, or templates kept apart) or [K, D]
+(template average), float32, L2-normalised along D. A classifier is built once from a model's text
+tower and saved as safetensors with its class names, prompts, templates, text-tower fingerprint and
+logit scale; engines and exports are built from that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+
+from stdd_fast import prompts as P
+from stdd_fast.errors import ClassifierError, choice_error
+from stdd_fast.text import encode_texts, text_tower_fingerprint
+
+FORMAT_TAG = "stdd_fast.classifier"
+FORMAT_VERSION = "1"
+Reduce = Literal["auto", "mean", "none"]
+REDUCES: tuple[str, ...] = get_args(Reduce)
+
+
+@dataclass
+class Classifier:
+    """Text embeddings of K classes and their provenance.
+
+    weights: float32 [K, N, D] or [K, D], unit-norm rows. prompts: the K x N prompt strings (for a
+    template average, the K x Ntpl prompts averaged). logit_scale: log(tau) of the model that built
+    it (engines score with their checkpoint's own value, STDD-SPEC §3.3).
+    """
+
+    weights: torch.Tensor
+    classes: list[str]
+    prompts: list[list[str]] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    source: str = "external"
+    text_tower: str = ""
+    arch: str = ""
+    logit_scale: float = math.log(100.0)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weights.ndim not in (2, 3):
+            raise ClassifierError(f"classifier weights must be [K, D] or [K, N, D]; got {tuple(self.weights.shape)}")
+        if self.weights.shape[0] != len(self.classes):
+            raise ClassifierError(
+                f"classifier has {self.weights.shape[0]} weight rows but {len(self.classes)} class names"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.weights.shape[-1]
+
+    def to(self, device: str | torch.device) -> Classifier:
+        self.weights = self.weights.to(device)
+        return self
+
+    def check_compatible(self, embed_dim: int, text_tower: str | None = None) -> None:
+        """Raise ClassifierError if this classifier cannot score a model with these properties."""
+        if embed_dim != self.embed_dim:
+            raise ClassifierError(
+                f"classifier embeddings are {self.embed_dim}-d but the model's are {embed_dim}-d; "
+                "rebuild the classifier with this model (stdd build-classifier)"
+            )
+        if text_tower and self.text_tower and text_tower != self.text_tower:
+            raise ClassifierError(
+                f"classifier was built by text tower {self.text_tower}, the model's is {text_tower}; "
+                "rebuild it with this model's weights (stdd build-classifier)"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        meta = {
+            "format": FORMAT_TAG,
+            "version": FORMAT_VERSION,
+            "classes": json.dumps(self.classes),
+            "prompts": json.dumps(self.prompts),
+            "templates": json.dumps(self.templates),
+            "source": self.source,
+            "text_tower": self.text_tower,
+            "arch": self.arch,
+            "logit_scale": repr(float(self.logit_scale)),
+            "skipped": json.dumps(self.skipped),
+        }
+        save_file({"weights": self.weights.detach().float().contiguous().cpu()}, str(path), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Classifier:
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ClassifierError(f"{path}: no such classifier file; build one with `stdd build-classifier`")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != FORMAT_TAG:
+                    raise ClassifierError(
+                        f"{path}: not a stdd_fast classifier (format {meta.get('format')!r}); "
+                        "build one with `stdd build-classifier` or Classifier.from_feature_file"
+                    )
+                weights = f.get_tensor("weights")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ClassifierError(f"{path}: not a readable classifier file ({e})") from None
+        if meta.get("version") != FORMAT_VERSION:
+            raise ClassifierError(
+                f"{path}: classifier format version {meta.get('version')!r}, expected {FORMAT_VERSION}"
+            )
+        return cls(
+            weights=weights,
+            classes=json.loads(meta["classes"]),
+            prompts=json.loads(meta["prompts"]),
+            templates=json.loads(meta["templates"]),
+            source=meta["source"],
+            text_tower=meta["text_tower"],
+            arch=meta["arch"],
+            logit_scale=float(meta["logit_scale"]),
+            skipped=json.loads(meta["skipped"]),
+        )
+
+    @classmethod
+    def from_feature_file(cls, path: str | Path, classes: Sequence[str]) -> Classifier:
+        """Wrap an official text-feature ``.pt`` ([K, N, D] raw embeddings; normalised here, SPEC §3.1)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ClassifierError(f"{path}: no such text-feature file")
+        try:
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # any unreadable pickle is the same user error here
+            raise ClassifierError(f"{path}: not a readable text-feature tensor ({type(e).__name__}: {e})") from None
+        if not isinstance(feats, torch.Tensor):
+            raise ClassifierError(f"{path}: holds a {type(feats).__name__}, expected a [K, N, D] tensor")
+        return cls(F.normalize(feats.float(), dim=-1), list(classes), source=f"feature-file:{path.name}")
+
+
+def build_classifier(
+    model: torch.nn.Module,
+    classes: Sequence[str] | None = None,
+    xprompt: str | Path | None = None,
+    askg: str | Path | None = None,
+    templates: Sequence[str] | None = None,
+    match: str = "position",
+    reduce: str = "auto",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Classifier:
+    """Encode class prompts with the model's text tower into a :class:`Classifier`.
+
+    * ``xprompt``: an official ``classes_xprompt_*.yml`` -> prompt level W [K, Ntpl*Nmax, D];
+    * ``askg``: an official ``classes_ASKG_*.yml``, rendered to clauses by fixed rules -> same;
+    * neither: plain templates -> [K, D] (``reduce="mean"``, the released template average:
+      normalise per template, average, renormalise) or [K, Ntpl, D] (``reduce="none"``).
+
+    ``classes``: names in label order (None: the keys of the xprompt/ASKG file). ``match``:
+    ``"position"`` pairs names with file entries in order (as released), ``"key"`` by name.
+    ``templates``: default the 8 STDD templates.
+    """
+    if reduce not in REDUCES:
+        raise choice_error("reduce", reduce, REDUCES)
+    if xprompt is not None and askg is not None:
+        raise ClassifierError("pass either xprompt= or askg=, not both")
+    templates = list(templates) if templates is not None else list(P.STDD_TEMPLATES)
+    if not templates or not all("{}" in t for t in templates):
+        raise ClassifierError(f"templates must be a non-empty list of strings containing '{{}}'; got {templates!r}")
+
+    skipped: dict[str, list[str]] = {}
+    if xprompt is not None or askg is not None:
+        if xprompt is not None:
+            entries, source = P.read_xprompt(xprompt), f"xprompt:{Path(xprompt).name}"
+        else:
+            entries, skipped = P.read_askg(askg)
+            source = f"askg:{Path(askg).name}"
+        names = list(entries) if classes is None else list(classes)
+        clauses = P.match_classes(names, entries, match, source)
+    else:
+        if not classes:
+            raise ClassifierError("no class names given: pass classes=[...] (or an xprompt/ASKG file)")
+        names, clauses, source = list(classes), [[] for _ in classes], "templates"
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ClassifierError(f"duplicate class names {dupes[:5]}: each class must appear once")
+
+    grid = P.prompt_grid(names, clauses, templates)  # K x N strings
+    k, n = len(grid), len(grid[0])
+    flat = [p for row in grid for p in row]
+    weights = encode_texts(model, flat, batch_size=batch_size, progress=progress).view(k, n, -1)  # [K, N, D]
+    if reduce == "mean" or (reduce == "auto" and source == "templates"):
+        weights = F.normalize(weights.mean(1), dim=-1)  # [K, D]
+    arch = getattr(model, "arch", None)
+    return Classifier(
+        weights=weights.cpu(),
+        classes=names,
+        prompts=grid,
+        templates=templates,
+        source=source,
+        text_tower=text_tower_fingerprint(model),
+        arch=arch.name if arch else "",
+        logit_scale=float(model.logit_scale.detach().float()),
+        skipped=skipped,
+    )

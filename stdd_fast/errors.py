@@ -1,0 +1,37 @@
+"""Typed errors. Every message names the offending value and the fix."""
+
+from __future__ import annotations
+
+
+class StddError(Exception):
+    """Base class of every error stdd_fast raises on purpose."""
+
+
+class ConfigError(StddError, ValueError):
+    """An invalid configuration value (unknown name, impossible combination)."""
+
+
+class CheckpointError(StddError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle that needs arbitrary code to load and was not trusted explicitly."""
+
+
+class ClassifierError(StddError):
+    """A classifier artifact or label file that is missing, malformed or mismatched."""
+
+
+class VideoError(StddError):
+    """A video that cannot be opened, decoded or sampled."""
+
+
+class BackendUnavailableError(StddError, ImportError):
+    """An optional backend (Triton, DALI, ONNX Runtime, TensorRT) that is not importable here."""
+
+
+def choice_error(what: str, value: object, valid: tuple | list) -> ConfigError:
+    """The standard error for a closed choice: names the value and lists the valid ones."""
+    listed = ", ".join(repr(v) for v in valid)
+    return ConfigError(f"unknown {what} {value!r}; valid values: {listed}")

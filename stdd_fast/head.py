@@ -1,0 +1,45 @@
+"""The STDD scoring head (STDD-SPEC §3.4) and the test-time view ensemble."""
+
+from __future__ import annotations
+
+import torch
+
+from stdd_fast.errors import ClassifierError
+
+
+def _tau(logit_scale: torch.Tensor | float) -> torch.Tensor:
+    return torch.as_tensor(logit_scale, dtype=torch.float32).exp()
+
+
+def score_ref(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Class logits of clips, reference implementation.
+
+    embeddings: [B, T, D] unit-norm frame embeddings. weights: [K, N, D] prompt-level or [K, D]
+    unit-norm text embeddings. logit_scale: log(tau), as stored in CLIP checkpoints.
+    With S[b,t,k,n] = tau <f_bt, w_kn>:
+      3-D: score = (mean_n max_t S + mean_t max_n S) / 2
+      2-D: score = mean_t tau <f_bt, w_k>
+    Returns float32 [B, K].
+    """
+    if embeddings.shape[-1] != weights.shape[-1]:
+        raise ClassifierError(
+            f"embeddings are {embeddings.shape[-1]}-d but the classifier's are {weights.shape[-1]}-d; "
+            "rebuild the classifier with this model"
+        )
+    f = embeddings.float()
+    w = weights.to(device=f.device, dtype=torch.float32)
+    tau = _tau(logit_scale).to(f.device)
+    if w.ndim == 2:
+        return tau * torch.einsum("btd,kd->btk", f, w).mean(1)
+    s = tau * torch.einsum("btd,knd->btkn", f, w)  # [B, T, K, N]
+    return 0.5 * (s.amax(dim=1).mean(dim=-1) + s.amax(dim=-1).mean(dim=1))
+
+
+def score(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Class logits [B, K] of clips ([B, T, D]) against a classifier; see :func:`score_ref`."""
+    return score_ref(embeddings, weights, logit_scale)
+
+
+def aggregate_views(view_scores: torch.Tensor) -> torch.Tensor:
+    """Sum the logits of a video's views (the released ensemble): [..., V, K] -> [..., K]."""
+    return view_scores.sum(dim=-2)

@@ -1,0 +1,125 @@
+"""The STDD model: open_clip's CLIP with every visual block run as STCA.
+
+STCA adds no parameters, so the state dict is exactly CLIP's (OpenAI/open_clip names): plain CLIP
+weights give a zero-shot STDD model and STDD checkpoints load by stripping ``model.``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.transformer import LayerNormFp32
+from torch import nn
+
+from stdd_fast import ops
+from stdd_fast.config import ArchConfig, STCAConfig, get_arch
+from stdd_fast.errors import ConfigError
+from stdd_fast.stca import STCABlock
+from stdd_fast.stca_index import STCAIndex
+
+
+def _layer_norms_in_fp32(module: nn.Module) -> None:
+    """Make every LayerNorm compute its statistics in fp32 and cast back (OpenAI CLIP semantics).
+
+    open_clip picks its cast-back LayerNorm only for fp16/bf16 builds; in fp32 both are the same
+    function, so swapping the class keeps fp32 results bit-identical and makes low precision exact
+    to the released model (STDD-SPEC §1.1, ARCHITECTURE §4.6).
+    """
+    for m in module.modules():
+        if type(m) is not LayerNormFp32 and isinstance(m, nn.LayerNorm):
+            m.__class__ = LayerNormFp32
+
+
+class STDDModel(CLIP):
+    """CLIP ViT whose visual blocks are STCA blocks (or plain CLIP blocks when ``stca is None``).
+
+    Attributes: ``arch`` (ArchConfig), ``stca`` (STCAConfig or None), ``logit_scale`` (log of tau).
+    """
+
+    def __init__(self, arch: ArchConfig, stca: STCAConfig | None = STCAConfig(), impl: str = "reference") -> None:
+        vision_cfg = CLIPVisionCfg(
+            layers=arch.vision_layers,
+            width=arch.vision_width,
+            head_width=arch.vision_width // arch.vision_heads,
+            patch_size=arch.patch_size,
+            image_size=arch.image_size,
+        )
+        text_cfg = CLIPTextCfg(
+            context_length=arch.context_length,
+            vocab_size=arch.vocab_size,
+            width=arch.text_width,
+            heads=arch.text_heads,
+            layers=arch.text_layers,
+        )
+        super().__init__(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=arch.quick_gelu)
+        _layer_norms_in_fp32(self)
+        if not self.visual.transformer.batch_first:
+            raise ConfigError("stdd_fast needs open_clip's batch-first transformer (open_clip >= 2.24)")
+        self.arch = arch
+        self.stca = stca
+        self.impl = ops.check_impl(impl)
+        if stca is not None:
+            stca.check_fits(arch.vision_width, arch.grid, arch.name)
+            self.stca_index = STCAIndex(stca, arch.grid, arch.vision_width, arch.vision_layers)
+            self.visual.transformer.resblocks = nn.ModuleList(
+                STCABlock(block, self.stca_index, layer, impl)
+                for layer, block in enumerate(self.visual.transformer.resblocks)
+            )
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
+    def set_impl(self, impl: str) -> STDDModel:
+        """Switch every STCA block to ``impl`` ("reference" | "fused" | "triton" | "auto")."""
+        self.impl = ops.check_impl(impl)
+        for block in self.blocks:
+            if isinstance(block, STCABlock):
+                block.impl = impl
+        return self
+
+    def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Frame embeddings of clips.
+
+        frames: [B, T, 3, H, W] CLIP-normalised float (any T >= 1; H, W = the arch's image size).
+        Returns float32 [B, T, embed_dim], L2-normalised along the last dim when ``normalize``.
+        """
+        if frames.ndim != 5:
+            raise ConfigError(f"encode_video expects frames [B, T, 3, H, W]; got shape {tuple(frames.shape)}")
+        b, t = frames.shape[:2]
+        x = self.visual._embeds(frames.flatten(0, 1).to(self.visual.conv1.weight.dtype))  # [B*T, L, D]
+        for block in self.blocks:
+            x = block(x, num_frames=t) if isinstance(block, STCABlock) else block(x)
+        pooled, _ = self.visual._pool(x)  # ln_post of the class token: [B*T, D]
+        emb = (pooled @ self.visual.proj).float().view(b, t, -1)  # [B, T, embed_dim]
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """open_clip's image API: each image is a one-frame clip ([N, 3, H, W] -> [N, embed_dim])."""
+        return self.encode_video(image[:, None], normalize=normalize)[:, 0]
+
+
+def create_model(
+    arch: str | ArchConfig = "ViT-B-16",
+    stca: STCAConfig | None = STCAConfig(),
+    pretrained: str | None = None,
+    impl: str = "reference",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> STDDModel:
+    """Build an STDD model: seeded random weights, or the weights of the checkpoint ``pretrained``.
+
+    Random init is open_clip's, drawn under ``torch.manual_seed(seed)`` without touching the
+    caller's global RNG state.
+    """
+    if pretrained is not None:
+        from stdd_fast.checkpoints import load_model
+
+        return load_model(pretrained, arch=arch, stca=stca, impl=impl, device=device, dtype=dtype)
+    arch = get_arch(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = STDDModel(arch, stca, impl)
+    return model.to(device=device, dtype=dtype).eval()
