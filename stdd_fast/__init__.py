@@ -12,8 +12,9 @@ from stdd_fast.errors import (
     UnsafeCheckpointError,
     VideoError,
 )
-from stdd_fast.head import aggregate_views, score
+from stdd_fast.head import aggregate_views
 from stdd_fast.model import STDDModel, create_model
+from stdd_fast.ops import score
 from stdd_fast.prompts import OPENVCLIP_TEMPLATES, STDD_TEMPLATES
 
 __version__ = "0.1.0"

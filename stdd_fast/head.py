@@ -35,11 +35,6 @@ def score_ref(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torc
     return 0.5 * (s.amax(dim=1).mean(dim=-1) + s.amax(dim=-1).mean(dim=1))
 
 
-def score(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """Class logits [B, K] of clips ([B, T, D]) against a classifier; see :func:`score_ref`."""
-    return score_ref(embeddings, weights, logit_scale)
-
-
 def aggregate_views(view_scores: torch.Tensor) -> torch.Tensor:
     """Sum the logits of a video's views (the released ensemble): [..., V, K] -> [..., K]."""
     return view_scores.sum(dim=-2)

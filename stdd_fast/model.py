@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-from open_clip.transformer import LayerNormFp32
 from torch import nn
 
 from stdd_fast import ops
@@ -19,15 +18,24 @@ from stdd_fast.stca import STCABlock
 from stdd_fast.stca_index import STCAIndex
 
 
-def _layer_norms_in_fp32(module: nn.Module) -> None:
-    """Make every LayerNorm compute its statistics in fp32 and cast back (OpenAI CLIP semantics).
+class LayerNormFp32(nn.LayerNorm):
+    """LayerNorm computed in fp32 (input and affine parameters upcast), cast back to the input dtype."""
 
-    open_clip picks its cast-back LayerNorm only for fp16/bf16 builds; in fp32 both are the same
-    function, so swapping the class keeps fp32 results bit-identical and makes low precision exact
-    to the released model (STDD-SPEC §1.1, ARCHITECTURE §4.6).
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+def _layer_norms_in_fp32(module: nn.Module) -> None:
+    """Make every LayerNorm compute in fp32 and cast back (OpenAI CLIP semantics).
+
+    In fp32 this is the same function as open_clip's LayerNorm, so swapping the class keeps fp32
+    results bit-identical; in fp16/bf16 it matches the released model (STDD-SPEC §1.1,
+    ARCHITECTURE §4.6) on every device (CPU LayerNorm rejects mixed-dtype parameters).
     """
     for m in module.modules():
-        if type(m) is not LayerNormFp32 and isinstance(m, nn.LayerNorm):
+        if isinstance(m, nn.LayerNorm) and type(m) is not LayerNormFp32:
             m.__class__ = LayerNormFp32
 
 

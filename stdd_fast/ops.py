@@ -1,17 +1,28 @@
 """The one place that chooses how STCA and the scoring head run.
 
-``impl`` is ``"reference"`` (readable PyTorch, the specification), ``"fused"`` or ``"triton"``;
-``"auto"`` resolves to the best available on the device.
+``impl``:
+
+* ``"reference"``: readable PyTorch, the specification (:mod:`stdd_fast.stca_ref`, :func:`head.score_ref`);
+* ``"fused"``: the algebraic rewrite in PyTorch (:mod:`stdd_fast.stca_fused`); CPU and GPU,
+  autograd-capable, exportable;
+* ``"triton"``: the fused path with its two hot pieces and the scoring head as Triton kernels
+  (:mod:`stdd_fast.kernels`); needs CUDA, or ``TRITON_INTERPRET=1`` on CPU (fp32, for tests);
+* ``"auto"``: ``"triton"`` for CUDA tensors when Triton imports, else ``"fused"``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from functools import lru_cache
 from typing import Literal, get_args
 
 import torch
 from torch import nn
 
-from stdd_fast.errors import choice_error
+from stdd_fast.errors import BackendUnavailableError, choice_error
+from stdd_fast.head import score_ref
+from stdd_fast.stca_fused import stca_block_fused
 from stdd_fast.stca_ref import stca_block_ref
 
 Impl = Literal["reference", "fused", "triton", "auto"]
@@ -25,6 +36,49 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """The concrete implementation ``impl`` means for tensors on ``device``."""
+    check_impl(impl)
+    if impl == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "fused"
+    if impl == "triton":
+        if not triton_available():
+            raise BackendUnavailableError("impl='triton' needs the triton package: pip install 'stdd-fast[triton]'")
+        if device.type != "cuda" and not triton_interpreted():
+            raise BackendUnavailableError(
+                f"impl='triton' needs CUDA tensors (got {device.type}); on CPU use impl='fused', or set "
+                "TRITON_INTERPRET=1 before importing triton to run the kernels in Triton's interpreter"
+            )
+    return impl
+
+
 def stca_block(block: nn.Module, x: torch.Tensor, visible: torch.Tensor, source_maps: torch.Tensor) -> torch.Tensor:
     """Run one STCA block with the implementation ``block.impl`` names."""
-    return stca_block_ref(block, x, visible, source_maps)
+    impl = resolve_impl(block.impl, x.device)
+    if impl == "reference":
+        return stca_block_ref(block, x, visible, source_maps)
+    if impl == "fused":
+        return stca_block_fused(block, x, visible, source_maps)
+    from stdd_fast.kernels import scatter_residual_triton, sparse_attention_triton
+
+    return stca_block_fused(block, x, visible, source_maps, sparse_attention_triton, scatter_residual_triton)
+
+
+def score(
+    embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float, impl: str = "auto"
+) -> torch.Tensor:
+    """STDD class logits [B, K]; the Triton head runs for prompt-level classifiers when ``impl`` resolves to it."""
+    if weights.ndim == 3 and resolve_impl(impl, embeddings.device) == "triton":
+        from stdd_fast.kernels import score_triton
+
+        return score_triton(embeddings, weights, logit_scale)
+    return score_ref(embeddings, weights, logit_scale)
