@@ -1,1 +1,134 @@
-"""stdd_fast.kernels"""
+"""Fused Triton kernels for STCA and the STDD head, registered as ``torch.library`` custom ops.
+
+Each kernel computes a named PyTorch reference in ``stdd_fast`` (the pairing is the test contract):
+
+| op | kernel module | reference |
+| --- | --- | --- |
+| ``stdd_fast::stca_sparse_attention`` | ``stca_sparse_attention`` | ``stdd_fast.stca_fused.sparse_attention_ref`` |
+| ``stdd_fast::stca_scatter`` | ``stca_scatter`` | ``stdd_fast.stca_fused.scatter_residual_ref`` |
+| ``stdd_fast::stdd_score`` | ``stdd_head`` | ``stdd_fast.head.score_ref`` |
+
+As custom ops they are opaque to ``torch.compile`` (fake implementations give their shapes) and
+capture into CUDA graphs. Their backward recomputes the reference under autograd, so training
+through ``impl="triton"`` gives the reference's gradients. Importing this package imports triton:
+``stdd_fast`` imports it only when ``impl`` resolves to ``"triton"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stdd_fast.head import score_ref
+from stdd_fast.kernels.stca_scatter import stca_scatter
+from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+from stdd_fast.kernels.stdd_head import stdd_score
+from stdd_fast.stca_fused import SparseProjection, scatter_residual_ref, sparse_attention_ref
+
+
+def _projection(const: torch.Tensor, gain_sum: torch.Tensor, head: torch.Tensor) -> SparseProjection:
+    update = torch.cat([const[None], gain_sum[None], head.t().float()]).to(head.dtype)  # [C+2, 3D]
+    return SparseProjection(update, const, gain_sum, head)
+
+
+def _recompute_backward(reference, num_tensor_inputs: int):
+    """An autograd backward that differentiates ``reference`` on the saved inputs (recomputation)."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:num_tensor_inputs])
+        ctx.extra = inputs[num_tensor_inputs:]
+
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:num_tensor_inputs]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, needs, strict=True)]
+            out = reference(*leaves, *ctx.extra)
+            wanted = [t for t in leaves if t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+        return tuple(next(grads) if t.requires_grad else None for t in leaves) + (None,) * len(ctx.extra)
+
+    return setup_context, backward
+
+
+def _sparse_reference(qkv, x, mean, rstd, visible, source_maps, const, gain_sum, head, num_heads):
+    return sparse_attention_ref(qkv, x, mean, rstd, visible, source_maps, _projection(const, gain_sum, head), num_heads)
+
+
+@torch.library.custom_op("stdd_fast::stca_sparse_attention", mutates_args=())
+def _sparse_attention_op(
+    qkv: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    visible: torch.Tensor,
+    source_maps: torch.Tensor,
+    const: torch.Tensor,
+    gain_sum: torch.Tensor,
+    head: torch.Tensor,
+    num_heads: int,
+) -> torch.Tensor:
+    proj = _projection(const, gain_sum, head)
+    return stca_sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+
+
+@_sparse_attention_op.register_fake
+def _(qkv, x, mean, rstd, visible, source_maps, const, gain_sum, head, num_heads):
+    return x.new_empty(x.shape[0], visible.shape[2] + 1, x.shape[2])
+
+
+_setup, _backward = _recompute_backward(_sparse_reference, 9)
+_sparse_attention_op.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("stdd_fast::stca_scatter", mutates_args=())
+def _scatter_op(
+    full: torch.Tensor,
+    mlp: torch.Tensor,
+    x: torch.Tensor,
+    sparse_proj: torch.Tensor,
+    visible: torch.Tensor,
+    source_maps: torch.Tensor,
+) -> torch.Tensor:
+    return stca_scatter(full, mlp, x, sparse_proj, visible, source_maps)
+
+
+@_scatter_op.register_fake
+def _(full, mlp, x, sparse_proj, visible, source_maps):
+    return torch.empty_like(full)
+
+
+_setup, _backward = _recompute_backward(scatter_residual_ref, 6)
+_scatter_op.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("stdd_fast::stdd_score", mutates_args=())
+def _score_op(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    return stdd_score(embeddings, weights, logit_scale)
+
+
+@_score_op.register_fake
+def _(embeddings, weights, logit_scale):
+    return embeddings.new_empty(embeddings.shape[0], weights.shape[0], dtype=torch.float32)
+
+
+_setup, _backward = _recompute_backward(score_ref, 3)
+_score_op.register_autograd(_backward, setup_context=_setup)
+
+
+def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
+    """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function)."""
+    return _sparse_attention_op(qkv, x, mean, rstd, visible, source_maps, proj.const, proj.gain_sum, proj.head, num_heads)
+
+
+def scatter_residual_triton(full, mlp, x, sparse_proj, visible, source_maps):
+    """Drop-in for ``scatter_residual_ref`` running the Triton kernel (see that function)."""
+    return _scatter_op(full, mlp, x, sparse_proj, visible, source_maps)
+
+
+def score_triton(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Drop-in for ``score_ref`` with a prompt-level classifier, running the Triton head."""
+    scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=embeddings.device)
+    return _score_op(embeddings, weights.to(embeddings.device), scale)
+
+
+__all__ = ["scatter_residual_triton", "score_triton", "sparse_attention_triton"]

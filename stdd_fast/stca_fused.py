@@ -154,19 +154,19 @@ def sparse_attention_ref(
 
 
 def scatter_residual_ref(
-    out: torch.Tensor,
+    full: torch.Tensor,
     mlp: torch.Tensor,
     x: torch.Tensor,
     sparse_proj: torch.Tensor,
     visible: torch.Tensor,
     source_maps: torch.Tensor,
 ) -> torch.Tensor:
-    """Overwrite the CLS and visible rows of ``out`` (= F + MLP, in place) with ``Abar + MLP``.
+    """The block output: ``F + MLP`` with the CLS and visible rows replaced by ``Abar + MLP``.
 
-    mlp, x: [BT, L, D]; sparse_proj: (mean_s Attn_s) Wo^T + bo, [BT, 1+V, D]. For visible rows
-    Abar = mean_s Y_s + sparse_proj (the mixed tokens averaged over scales); for CLS,
-    Abar = x_cls + sparse_proj[0]. Returns ``out``. The Triton kernel ``stdd_fast.kernels.stca_scatter``
-    computes this function.
+    full (F), mlp, x: [BT, L, D]; sparse_proj: (mean_s Attn_s) Wo^T + bo, [BT, 1+V, D]. For visible
+    rows Abar = mean_s Y_s + sparse_proj (the mixed tokens averaged over scales); for CLS,
+    Abar = x_cls + sparse_proj[0]. Returns [BT, L, D]. The Triton kernel
+    ``stdd_fast.kernels.stca_scatter`` computes this function in one pass.
     """
     bt, _, d = x.shape
     t = visible.shape[1]
@@ -176,7 +176,7 @@ def scatter_residual_ref(
     base = x.gather(1, rows_d)  # [BT, 1+V, D]: CLS and the visible tokens before the shift
     mixed = mixed_channels(base[:, 1:, :c].reshape(bt // t, t, -1, c), source_maps).float().mean(0)
     base = torch.cat([base[:, :1], torch.cat([mixed.view(bt, -1, c).to(x.dtype), base[:, 1:, c:]], -1)], 1)
-    return out.scatter_(1, rows_d, base + sparse_proj + mlp.gather(1, rows_d))
+    return (full + mlp).scatter_(1, rows_d, base + sparse_proj + mlp.gather(1, rows_d))
 
 
 def folded(owner: nn.Module, name: str, params: tuple[torch.Tensor, ...], build):
@@ -235,4 +235,4 @@ def stca_block_fused(
     proj = folded(block, f"sparse{channels}", params, lambda: fold_sparse_projection(block, channels, x.dtype))
     sparse = sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, heads)  # [BT, 1+V, D]
     sparse_proj = F.linear(sparse, attn.out_proj.weight, attn.out_proj.bias)  # one out-projection for all scales
-    return scatter_residual(full + mlp, mlp, x, sparse_proj, visible, source_maps)
+    return scatter_residual(full, mlp, x, sparse_proj, visible, source_maps)

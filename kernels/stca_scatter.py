@@ -1,0 +1,109 @@
+"""Triton kernel: STCA's scatter-back fused with the residual. Reference: ``stdd_fast.stca_fused.scatter_residual_ref``.
+
+One pass writes the whole block output: masked patches get ``F + MLP``; the CLS and visible rows get
+``Abar + MLP`` with ``Abar = mean_s Y_s + sparse_proj`` (CLS: ``x_cls + sparse_proj[0]``), the shifted
+channels of ``mean_s Y_s`` read straight from the neighbouring frames' visible slots.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _stca_scatter_kernel(
+    full_ptr,
+    mlp_ptr,
+    x_ptr,
+    sp_ptr,
+    inv_ptr,
+    vis_ptr,
+    src_ptr,
+    out_ptr,
+    s_f,
+    s_l,
+    ssp_f,
+    ssp_r,
+    si_b,
+    si_t,
+    sv_b,
+    sv_t,
+    ss_s,
+    ss_t,
+    T: tl.constexpr,
+    L: tl.constexpr,
+    D: tl.constexpr,
+    C: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    frame = tl.program_id(0)
+    tok = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+    cols = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    vid = frame // T
+    t = frame % T
+    tok_ok = tok < L
+    col_ok = cols < D
+    m2 = tok_ok[:, None] & col_ok[None, :]
+    offs = frame * s_f + tok[:, None] * s_l + cols[None, :]
+
+    row = tl.load(inv_ptr + vid * si_b + t * si_t + tok, mask=tok_ok, other=-1)  # sparse row, -1 = masked patch
+    sparse = row >= 0
+    mlp = tl.load(mlp_ptr + offs, mask=m2, other=0.0).to(tl.float32)
+    full = tl.load(full_ptr + offs, mask=m2 & ~sparse[:, None], other=0.0).to(tl.float32)
+
+    m_sparse = m2 & sparse[:, None]
+    proj = tl.load(sp_ptr + frame * ssp_f + tl.where(sparse, row, 0)[:, None] * ssp_r + cols[None, :],
+                   mask=m_sparse, other=0.0).to(tl.float32)  # fmt: skip
+    shifted = (row > 0)[:, None] & (cols < C)[None, :]  # visible patches' first C channels
+    base = tl.load(x_ptr + offs, mask=m_sparse & ~shifted, other=0.0).to(tl.float32)
+    slot = tl.where(row > 0, row - 1, 0)
+    for s in tl.static_range(S):
+        src = tl.load(src_ptr + s * ss_s + t * ss_t + cols, mask=col_ok & (cols < C), other=T)
+        has_src = src < T
+        src_c = tl.where(has_src, src, 0)
+        m_src = m2 & shifted & has_src[None, :]
+        src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0)
+        y = tl.load(x_ptr + (vid * T + src_c[None, :]) * s_f + src_tok * s_l + cols[None, :], mask=m_src, other=0.0)
+        base += y.to(tl.float32) / S
+    out = tl.where(sparse[:, None], base + proj, full) + mlp
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+def stca_scatter(
+    full: torch.Tensor,
+    mlp: torch.Tensor,
+    x: torch.Tensor,
+    sparse_proj: torch.Tensor,
+    visible: torch.Tensor,
+    source_maps: torch.Tensor,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Triton launch of ``scatter_residual_ref`` (same arguments, same result): [BT, L, D] (into ``out`` if given)."""
+    bt, length, d = x.shape
+    t, v = visible.shape[1], visible.shape[2]
+    s, _, c = source_maps.shape
+    full, mlp, x = full.contiguous(), mlp.contiguous(), x.contiguous()
+    sparse_proj = sparse_proj.contiguous()
+    vis = visible.to(torch.int32).contiguous()
+    # token -> row of the sparse path (0 = CLS, 1 + slot = visible patch), -1 for masked patches
+    inverse = torch.full((vis.shape[0], t, length), -1, dtype=torch.int32, device=x.device)
+    inverse[..., 0] = 0
+    slots = torch.arange(1, v + 1, dtype=torch.int32, device=x.device).expand_as(vis)
+    inverse.scatter_(2, vis.long(), slots)
+    src = source_maps.to(torch.int32).contiguous()
+    if out is None:
+        out = torch.empty_like(full)
+    block_l, block_d = 32, 128
+    grid = (bt, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
+    _stca_scatter_kernel[grid](
+        full, mlp, x, sparse_proj, inverse, vis, src, out,
+        x.stride(0), x.stride(1), sparse_proj.stride(0), sparse_proj.stride(1),
+        inverse.stride(0) if inverse.shape[0] > 1 else 0, inverse.stride(1),
+        vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
+        T=t, L=length, D=d, C=c, S=s, BLOCK_L=block_l, BLOCK_D=block_d, num_warps=4,
+    )  # fmt: skip
+    return out
