@@ -17,11 +17,11 @@ through ``impl="triton"`` gives the reference's gradients. Importing this packag
 from __future__ import annotations
 
 import torch
-
-from stdd_fast.head import score_ref
 from stdd_fast.kernels.stca_scatter import stca_scatter
 from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
 from stdd_fast.kernels.stdd_head import stdd_score
+
+from stdd_fast.head import score_ref
 from stdd_fast.stca_fused import SparseProjection, scatter_residual_ref, sparse_attention_ref
 
 
@@ -115,19 +115,32 @@ _setup, _backward = _recompute_backward(score_ref, 3)
 _score_op.register_autograd(_backward, setup_context=_setup)
 
 
+def _eager_inference() -> bool:
+    """No autograd and no tracing: call the launchers directly (the custom-op layer costs ~20 us a call)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
     """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function)."""
-    return _sparse_attention_op(qkv, x, mean, rstd, visible, source_maps, proj.const, proj.gain_sum, proj.head, num_heads)
+    if _eager_inference():
+        return stca_sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+    return _sparse_attention_op(
+        qkv, x, mean, rstd, visible, source_maps, proj.const, proj.gain_sum, proj.head, num_heads
+    )
 
 
 def scatter_residual_triton(full, mlp, x, sparse_proj, visible, source_maps):
     """Drop-in for ``scatter_residual_ref`` running the Triton kernel (see that function)."""
+    if _eager_inference():
+        return stca_scatter(full, mlp, x, sparse_proj, visible, source_maps)
     return _scatter_op(full, mlp, x, sparse_proj, visible, source_maps)
 
 
 def score_triton(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
     """Drop-in for ``score_ref`` with a prompt-level classifier, running the Triton head."""
     scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=embeddings.device)
+    if _eager_inference():
+        return stdd_score(embeddings, weights, scale)
     return _score_op(embeddings, weights.to(embeddings.device), scale)
 
 

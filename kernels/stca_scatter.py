@@ -56,8 +56,9 @@ def _stca_scatter_kernel(
     full = tl.load(full_ptr + offs, mask=m2 & ~sparse[:, None], other=0.0).to(tl.float32)
 
     m_sparse = m2 & sparse[:, None]
-    proj = tl.load(sp_ptr + frame * ssp_f + tl.where(sparse, row, 0)[:, None] * ssp_r + cols[None, :],
-                   mask=m_sparse, other=0.0).to(tl.float32)  # fmt: skip
+    proj = tl.load(
+        sp_ptr + frame * ssp_f + tl.where(sparse, row, 0)[:, None] * ssp_r + cols[None, :], mask=m_sparse, other=0.0
+    ).to(tl.float32)
     shifted = (row > 0)[:, None] & (cols < C)[None, :]  # visible patches' first C channels
     base = tl.load(x_ptr + offs, mask=m_sparse & ~shifted, other=0.0).to(tl.float32)
     slot = tl.where(row > 0, row - 1, 0)
@@ -100,10 +101,31 @@ def stca_scatter(
     block_l, block_d = 32, 128
     grid = (bt, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
     _stca_scatter_kernel[grid](
-        full, mlp, x, sparse_proj, inverse, vis, src, out,
-        x.stride(0), x.stride(1), sparse_proj.stride(0), sparse_proj.stride(1),
-        inverse.stride(0) if inverse.shape[0] > 1 else 0, inverse.stride(1),
-        vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
-        T=t, L=length, D=d, C=c, S=s, BLOCK_L=block_l, BLOCK_D=block_d, num_warps=4,
-    )  # fmt: skip
+        full,
+        mlp,
+        x,
+        sparse_proj,
+        inverse,
+        vis,
+        src,
+        out,
+        x.stride(0),
+        x.stride(1),
+        sparse_proj.stride(0),
+        sparse_proj.stride(1),
+        inverse.stride(0) if inverse.shape[0] > 1 else 0,
+        inverse.stride(1),
+        vis.stride(0) if vis.shape[0] > 1 else 0,
+        vis.stride(1),
+        src.stride(0),
+        src.stride(1),
+        T=t,
+        L=length,
+        D=d,
+        C=c,
+        S=s,
+        BLOCK_L=block_l,
+        BLOCK_D=block_d,
+        num_warps=4,
+    )
     return out

@@ -59,9 +59,9 @@ def _mixed_rows(
     src_c = tl.where(has_src, src, 0)
     m_src = patch[:, None] & has_src[None, :]
     src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0)
-    y = tl.load(
-        x_ptr + (vid * T + src_c[None, :]) * sx_f + src_tok * sx_l + cols[None, :], mask=m_src, other=0.0
-    ).to(tl.float32)
+    y = tl.load(x_ptr + (vid * T + src_c[None, :]) * sx_f + src_tok * sx_l + cols[None, :], mask=m_src, other=0.0).to(
+        tl.float32
+    )
     delta = tl.where(m2, y - z, 0.0)
     zc = tl.where(m2, z - mean_z[:, None], 0.0)
     yc = tl.where(m2, y - mean_z[:, None], 0.0)
@@ -72,22 +72,25 @@ def _mixed_rows(
 
 
 @triton.jit
-def _projections(
+def _head_rows(part: tl.constexpr, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D: tl.constexpr, HD: tl.constexpr):
+    """Full-path projection rows of one head (``part`` 0 = q, 1 = k, 2 = v): fp32 [rows, HD]."""
+    d = tl.arange(0, HD)
+    cols = part * D + head * HD + d
+    rows = tl.load(qkv_ptr + frame * sq_f + tok[:, None] * sq_l + cols[None, :], mask=row_ok[:, None], other=0.0)
+    return rows.to(tl.float32)
+
+
+@triton.jit
+def _shifted(
     part: tl.constexpr,
-    rows,
-    row_ok,
-    tok,
-    frame,
+    base,
     head,
     ratio,
     shift,
     coeff,
-    qkv_ptr,
     const_ptr,
     gain_ptr,
     w_ptr,
-    sq_f,
-    sq_l,
     sw_o,
     D: tl.constexpr,
     C: tl.constexpr,
@@ -95,21 +98,17 @@ def _projections(
     BLOCK_C: tl.constexpr,
     DOT_FP32: tl.constexpr,
 ):
-    """q, k or v (``part`` 0, 1, 2) of one head for the given rows after the shift: fp32 [rows, HD]."""
+    """q, k or v of one head after the shift: r base + (1 - r) c - rstd_y dmu g + rstd_y delta W_g^T."""
     d = tl.arange(0, HD)
     cols = tl.arange(0, BLOCK_C)
-    out_col = part * D + head * HD + d  # [HD] column of the packed projection
-    base = tl.load(qkv_ptr + frame * sq_f + tok[:, None] * sq_l + out_col[None, :], mask=row_ok[:, None], other=0.0)
+    out_col = part * D + head * HD + d
     const = tl.load(const_ptr + out_col)
     gain = tl.load(gain_ptr + out_col)
     # W_g[out_col, :C]^T as [BLOCK_C, HD]
     w = tl.load(w_ptr + out_col[None, :] * sw_o + cols[:, None], mask=(cols < C)[:, None], other=0.0)
-    if DOT_FP32:
-        update = tl.dot(coeff, w, input_precision="ieee")
-    else:
-        update = tl.dot(coeff.to(w.dtype), w)
+    update = tl.dot(coeff, w, input_precision="ieee") if DOT_FP32 else tl.dot(coeff.to(w.dtype), w)
     r = ratio[:, None]
-    return r * base.to(tl.float32) + (1.0 - r) * const[None, :] - shift[:, None] * gain[None, :] + update
+    return r * base + (1.0 - r) * const[None, :] - shift[:, None] * gain[None, :] + update
 
 
 @triton.jit
@@ -156,7 +155,9 @@ def _stca_sparse_attention_kernel(
 
     keys = tl.arange(0, BLOCK_N)
     key_ok = keys < V + 1
-    key_tok = tl.load(vis_ptr + vid * sv_b + t * sv_t + tl.where(keys > 0, keys - 1, 0), mask=key_ok & (keys > 0), other=0)
+    key_tok = tl.load(
+        vis_ptr + vid * sv_b + t * sv_t + tl.where(keys > 0, keys - 1, 0), mask=key_ok & (keys > 0), other=0
+    )
     key_mean = tl.load(mean_ptr + frame * sm_f + key_tok, mask=key_ok, other=0.0)
     key_rstd = tl.load(rstd_ptr + frame * sm_f + key_tok, mask=key_ok, other=1.0)
 
@@ -168,27 +169,71 @@ def _stca_sparse_attention_kernel(
     query_mean = tl.load(mean_ptr + frame * sm_f + query_tok, mask=query_ok, other=0.0)
     query_rstd = tl.load(rstd_ptr + frame * sm_f + query_tok, mask=query_ok, other=1.0)
 
+    # the full-path rows are the same for every scale: load them once
+    k_base = _head_rows(1, key_tok, key_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
+    v_base = _head_rows(2, key_tok, key_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
+    q_base = _head_rows(0, query_tok, query_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
+    low = qkv_ptr.dtype.element_ty
     acc = tl.zeros((BLOCK_M, HD), dtype=tl.float32)
     for s in tl.static_range(S):
         ratio, shift, coeff = _mixed_rows(
-            keys, key_ok, key_tok, frame, vid, t, x_ptr, vis_ptr, src_ptr, key_mean, key_rstd, s,
-            sx_f, sx_l, sv_b, sv_t, ss_s, ss_t, T, D, C, BLOCK_C,
-        )  # fmt: skip
-        k = _projections(1, keys, key_ok, key_tok, frame, head, ratio, shift, coeff, qkv_ptr, const_ptr, gain_ptr,
-                         w_ptr, sq_f, sq_l, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
-        v = _projections(2, keys, key_ok, key_tok, frame, head, ratio, shift, coeff, qkv_ptr, const_ptr, gain_ptr,
-                         w_ptr, sq_f, sq_l, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+            keys,
+            key_ok,
+            key_tok,
+            frame,
+            vid,
+            t,
+            x_ptr,
+            vis_ptr,
+            src_ptr,
+            key_mean,
+            key_rstd,
+            s,
+            sx_f,
+            sx_l,
+            sv_b,
+            sv_t,
+            ss_s,
+            ss_t,
+            T,
+            D,
+            C,
+            BLOCK_C,
+        )
+        k = _shifted(
+            1, k_base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
+        )
+        v = _shifted(
+            2, v_base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
+        )
         q_ratio, q_shift, q_coeff = _mixed_rows(
-            queries, query_ok, query_tok, frame, vid, t, x_ptr, vis_ptr, src_ptr, query_mean, query_rstd, s,
-            sx_f, sx_l, sv_b, sv_t, ss_s, ss_t, T, D, C, BLOCK_C,
-        )  # fmt: skip
-        q = _projections(0, queries, query_ok, query_tok, frame, head, q_ratio, q_shift, q_coeff, qkv_ptr, const_ptr,
-                         gain_ptr, w_ptr, sq_f, sq_l, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
-        low = qkv_ptr.dtype.element_ty
-        if DOT_FP32:
-            scores = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            scores = tl.dot(q.to(low), tl.trans(k.to(low)))
+            queries,
+            query_ok,
+            query_tok,
+            frame,
+            vid,
+            t,
+            x_ptr,
+            vis_ptr,
+            src_ptr,
+            query_mean,
+            query_rstd,
+            s,
+            sx_f,
+            sx_l,
+            sv_b,
+            sv_t,
+            ss_s,
+            ss_t,
+            T,
+            D,
+            C,
+            BLOCK_C,
+        )
+        q = _shifted(
+            0, q_base, head, q_ratio, q_shift, q_coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
+        )
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee") if DOT_FP32 else tl.dot(q.to(low), tl.trans(k.to(low)))
         scores = tl.where(key_ok[None, :], scores * sm_scale, float("-inf"))
         p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
         p = p / tl.sum(p, axis=1)[:, None]
@@ -235,12 +280,39 @@ def stca_sparse_attention(
     block_m = min(64, block_n)
     grid = (bt, num_heads, triton.cdiv(v + 1, block_m))
     _stca_sparse_attention_kernel[grid](
-        qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, out,
-        qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0),
-        vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
-        head_w.stride(0), out.stride(0), out.stride(1), hd**-0.5,
-        T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_C=max(16, triton.next_power_of_2(c)), DOT_FP32=x.dtype == torch.float32,
+        qkv,
+        x,
+        mean,
+        rstd,
+        vis,
+        src,
+        proj.const,
+        proj.gain_sum,
+        head_w,
+        out,
+        qkv.stride(0),
+        qkv.stride(1),
+        x.stride(0),
+        x.stride(1),
+        mean.stride(0),
+        vis.stride(0) if vis.shape[0] > 1 else 0,
+        vis.stride(1),
+        src.stride(0),
+        src.stride(1),
+        head_w.stride(0),
+        out.stride(0),
+        out.stride(1),
+        hd**-0.5,
+        T=t,
+        D=d,
+        HD=hd,
+        V=v,
+        C=c,
+        S=s,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_C=max(16, triton.next_power_of_2(c)),
+        DOT_FP32=x.dtype == torch.float32,
         num_warps=8 if block_n >= 128 else 4,
-    )  # fmt: skip
+    )
     return out

@@ -49,9 +49,14 @@ def _stdd_head_kernel(
         for d0 in range(0, D, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             d_ok = d < D
-            f = tl.load(f_ptr + clip[:, None] * sf_b + frame[:, None] * sf_t + d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
-            w = tl.load(w_ptr + k * sw_k + n[None, :] * sw_n + d[:, None], mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+            f = tl.load(
+                f_ptr + clip[:, None] * sf_b + frame[:, None] * sf_t + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            w = tl.load(
+                w_ptr + k * sw_k + n[None, :] * sw_n + d[:, None], mask=n_ok[None, :] & d_ok[:, None], other=0.0
+            )
             s += tl.dot(f, w, input_precision="ieee")  # exact fp32: the head decides the top-1
         s3 = tl.reshape(s, (BLOCK_B, BLOCK_T, BLOCK_N))
         over_t = tl.max(tl.where(frame_ok[:, :, None], s3, float("-inf")), axis=1)  # [BLOCK_B, BLOCK_N]
@@ -82,7 +87,23 @@ def stdd_score(
     block_b = max(1, 128 // block_t)
     grid = (k, triton.cdiv(b, block_b))
     _stdd_head_kernel[grid](
-        f, w, out, tau, f.stride(0), f.stride(1), w.stride(0), w.stride(1), out.stride(0), b,
-        T=t, N=n, D=d, BLOCK_B=block_b, BLOCK_T=block_t, BLOCK_N=64, BLOCK_D=64, num_warps=4,
-    )  # fmt: skip
+        f,
+        w,
+        out,
+        tau,
+        f.stride(0),
+        f.stride(1),
+        w.stride(0),
+        w.stride(1),
+        out.stride(0),
+        b,
+        T=t,
+        N=n,
+        D=d,
+        BLOCK_B=block_b,
+        BLOCK_T=block_t,
+        BLOCK_N=64,
+        BLOCK_D=64,
+        num_warps=4,
+    )
     return out

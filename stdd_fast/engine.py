@@ -3,7 +3,7 @@
 It composes the modules, one per stage (ARCHITECTURE §3), and re-implements none:
 
     video.SamplingConfig.indices -> video.read_clips (PyAV) -> video.preprocess
-      -> STDDModel.encode_video -> head.score -> head.aggregate_views -> top-k
+      -> STDDModel.encode_video -> ops.score -> head.aggregate_views -> top-k
 
 A small thread pool decodes and preprocesses the next videos while the model encodes the current
 batch. Clips of several videos are batched together up to a memory budget. A video that fails
@@ -29,8 +29,9 @@ from stdd_fast.checkpoints import load_model
 from stdd_fast.classifier import Classifier, build_classifier
 from stdd_fast.config import ArchConfig, STCAConfig
 from stdd_fast.errors import ConfigError, StddError, VideoError, choice_error
-from stdd_fast.head import aggregate_views, score
+from stdd_fast.head import aggregate_views
 from stdd_fast.model import STDDModel
+from stdd_fast.ops import score
 from stdd_fast.results import Timings, VideoResult
 from stdd_fast.text import text_tower_fingerprint
 from stdd_fast.video.clips import SamplingConfig, read_clips
@@ -158,8 +159,7 @@ class Engine:
         self.logit_scale = model.logit_scale.detach().float().clone()  # log(tau) of the checkpoint
 
         if classifier is None and (classes is not None or xprompt is not None):
-            with torch.inference_mode():
-                classifier = build_classifier(model, list(classes) if classes is not None else None, xprompt=xprompt)
+            classifier = build_classifier(model, list(classes) if classes is not None else None, xprompt=xprompt)
         elif isinstance(classifier, str | Path):
             classifier = Classifier.load(classifier)
         elif classifier is not None and not isinstance(classifier, Classifier):
@@ -248,18 +248,17 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _encode(self, group: list[_Prepared]) -> tuple[list[torch.Tensor], list[float]]:
         """Frame embeddings of a group of same-shaped videos, ``batch_clips`` clips per forward.
 
         Returns per video float32 [V, T, D] and its share of the encode time.
         """
-        clips = torch.cat([p.clips for p in group])  # [sum V, T, 3, S, S]
+        clips = torch.cat([self._to_model(p.clips) for p in group])  # [sum V, T, 3, S, S]
         self._sync()
         t0 = time.perf_counter()
         chunks = [
-            self.model.encode_video(self._to_model(clips[s : s + self.batch_clips]))
-            for s in range(0, clips.shape[0], self.batch_clips)
+            self.model.encode_video(clips[s : s + self.batch_clips]) for s in range(0, clips.shape[0], self.batch_clips)
         ]
         emb = torch.cat(chunks)  # [sum V, T, D]
         self._sync()
@@ -272,7 +271,8 @@ class Engine:
         items = list(videos)
         bar = _progress_bar(len(items), progress, desc)
         window = 2 * self.decode_workers  # videos decoded ahead of the model
-        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="stdd-decode") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="stdd-decode")
+        try:
             queue: deque[Future] = deque()
             todo = iter(enumerate(items))
 
@@ -292,10 +292,13 @@ class Engine:
                     yield prep, None, 0.0
                     continue
                 pending.append(prep)
-                if sum(p.clips.shape[0] for p in pending) >= self.batch_clips or not queue:
+                if sum(p.clips.shape[0] for p in pending) >= self.batch_clips:
                     yield from self._flush(pending, bar)
                     pending = []
-        bar.close()
+            yield from self._flush(pending, bar)
+        finally:  # also when the caller stops early: drop queued decodes, close the bar
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
 
     def _flush(self, pending: list[_Prepared], bar: object) -> Iterator[tuple]:
         groups: dict[tuple, list[_Prepared]] = {}
@@ -335,9 +338,10 @@ class Engine:
                 results[prep.index] = VideoResult(prep.source, error=prep.error, decode_backend=prep.backend)
                 continue
             t0 = time.perf_counter()
-            view_scores = score(emb, self._weights, self.logit_scale)  # [V, K]
-            logits = aggregate_views(view_scores)  # [K]
-            top = logits.topk(k)
+            with torch.no_grad():
+                view_scores = score(emb, self._weights, self.logit_scale, impl=self.model.impl)  # [V, K]
+                logits = aggregate_views(view_scores)  # [K]
+                top = logits.topk(k)
             view_scores, logits = view_scores.cpu(), logits.cpu()
             results[prep.index] = VideoResult(
                 source=prep.source,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import lru_cache
 from typing import Literal, get_args
 
 import torch
@@ -36,13 +35,23 @@ def check_impl(impl: str) -> str:
     return impl
 
 
-@lru_cache(maxsize=1)
+_BACKENDS: dict[str, bool] = {}
+
+
+def _probe_backends() -> dict[str, bool]:
+    """Whether triton is installed and whether its interpreter is on; read once (plain globals for torch.compile)."""
+    if not _BACKENDS:
+        _BACKENDS["triton"] = importlib.util.find_spec("triton") is not None
+        _BACKENDS["interpreter"] = os.environ.get("TRITON_INTERPRET") == "1"
+    return _BACKENDS
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _probe_backends()["triton"]
 
 
 def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return _probe_backends()["interpreter"]
 
 
 def resolve_impl(impl: str, device: torch.device) -> str:

@@ -69,17 +69,22 @@ def fold_sparse_projection(block: nn.Module, channels: int, dtype: torch.dtype) 
 def layer_norm_with_stats(norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LayerNorm in fp32, cast back (OpenAI CLIP semantics), and its fp32 mean and rstd [N, L, 1].
 
-    Under autograd the statistics are recomputed differentiably (``native_layer_norm`` returns them
-    as non-differentiable outputs, and the sparse path's projections depend on them).
+    CUDA's LayerNorm already computes in fp32 and returns fp32 statistics for fp16/bf16 input, so it
+    runs in one pass there; elsewhere low-precision input is upcast first (CPU keeps input-dtype
+    statistics). Under autograd the statistics are recomputed differentiably (``native_layer_norm``
+    returns them as non-differentiable outputs, and the sparse path's projections depend on them).
     """
-    weight = norm.weight.float() if norm.weight is not None else None
-    bias = norm.bias.float() if norm.bias is not None else None
-    xf = x.float()
-    out, mean, rstd = torch.native_layer_norm(xf, norm.normalized_shape, weight, bias, norm.eps)
+    weight, bias = norm.weight, norm.bias
+    one_pass = x.is_cuda or x.dtype == torch.float32
+    xin = x if one_pass else x.float()
+    if not one_pass:
+        weight = weight.float() if weight is not None else None
+        bias = bias.float() if bias is not None else None
+    out, mean, rstd = torch.native_layer_norm(xin, norm.normalized_shape, weight, bias, norm.eps)
     if torch.is_grad_enabled() and x.requires_grad:
-        var, mean = torch.var_mean(xf, dim=-1, correction=0, keepdim=True)
+        var, mean = torch.var_mean(x.float(), dim=-1, correction=0, keepdim=True)
         rstd = torch.rsqrt(var + norm.eps)
-    return out.to(x.dtype), mean, rstd
+    return out.to(x.dtype), mean.float(), rstd.float()
 
 
 def mixed_channels(head: torch.Tensor, source_maps: torch.Tensor) -> torch.Tensor:
@@ -170,7 +175,7 @@ def scatter_residual_ref(
     """
     bt, _, d = x.shape
     t = visible.shape[1]
-    s, _, c = source_maps.shape
+    c = source_maps.shape[-1]
     rows = _rows_with_cls(visible, bt)  # [BT, 1+V]
     rows_d = rows[..., None].expand(bt, rows.shape[1], d)
     base = x.gather(1, rows_d)  # [BT, 1+V, D]: CLS and the visible tokens before the shift
@@ -185,8 +190,8 @@ def folded(owner: nn.Module, name: str, params: tuple[torch.Tensor, ...], build)
     Folded weights are a pure function of parameters; inference reuses them across calls, training
     (or any call under autograd) rebuilds them so gradients flow to the parameters.
     """
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        return build()
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        return build()  # traced: the graph computes it (data_ptr is not traceable); autograd: must be rebuilt
     key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
     cache = owner.__dict__.setdefault("_folded_cache", {})
     if name not in cache or cache[name][0] != key:
@@ -227,7 +232,7 @@ def stca_block_fused(
     h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
     qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # [BT, L, 3D]
     full = F.linear(attention(qkv, heads), attn.out_proj.weight, attn.out_proj.bias).add_(x)  # F
-    normed = block.ln_2(full)
+    normed = layer_norm_with_stats(block.ln_2, full)[0]
     mlp = silu_mlp(block.mlp, normed) if isinstance(block.mlp.gelu, QuickGELU) else block.mlp(normed)
 
     params = (attn.in_proj_weight, attn.in_proj_bias, block.ln_1.weight, block.ln_1.bias)

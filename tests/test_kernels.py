@@ -55,15 +55,16 @@ def test_sparse_attention_kernel(shuffle, training, repeat, grid, B, T):
         ref = sparse_attention_ref(qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
         out = torch.full_like(ref, float("nan"))
         stca_sparse_attention(qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads, out=out)
-    err = report(f"sparse-attention kernel ({shuffle}, train={training}, grid={grid}, B={B}, T={T})",
-                 max_rel_err(out, ref))
+    err = report(
+        f"sparse-attention kernel ({shuffle}, train={training}, grid={grid}, B={B}, T={T})", max_rel_err(out, ref)
+    )
     assert err <= FP32_MAX_REL
 
 
 @pytest.mark.parametrize("shuffle, training, repeat", MODES)
 @pytest.mark.parametrize("grid, B, T", [(14, 1, 8), (16, 3, 3), (8, 5, 1)])
 def test_scatter_kernel(shuffle, training, repeat, grid, B, T):
-    block, x, vis, src = _block_inputs(grid, B, T, shuffle, training, repeat)
+    _, x, vis, src = _block_inputs(grid, B, T, shuffle, training, repeat)
     full, mlp = torch.randn_like(x), torch.randn_like(x)
     sparse_proj = torch.randn(x.shape[0], vis.shape[2] + 1, x.shape[2], device=DEVICE)
     ref = scatter_residual_ref(full, mlp, x, sparse_proj, vis, src)
@@ -95,7 +96,9 @@ def test_triton_encoder_matches_reference(shuffle, training):
             model.set_impl(impl)
             torch.manual_seed(0)
             out[impl] = model.encode_video(frames)
-    err = report(f"triton encoder vs reference ({shuffle}, train={training})", max_rel_err(out["triton"], out["reference"]))
+    err = report(
+        f"triton encoder vs reference ({shuffle}, train={training})", max_rel_err(out["triton"], out["reference"])
+    )
     assert err <= FP32_MAX_REL
 
 
@@ -123,11 +126,27 @@ def test_custom_ops_pass_opcheck():
     h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
     qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias).detach()
     proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
-    args = (qkv, x, mean.detach(), rstd.detach(), vis, src, proj.const.detach(), proj.gain_sum.detach(),
-            proj.head.detach(), block.attn.num_heads)
-    torch.library.opcheck(torch.ops.stdd_fast.stca_sparse_attention.default, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    args = (
+        qkv,
+        x,
+        mean.detach(),
+        rstd.detach(),
+        vis,
+        src,
+        proj.const.detach(),
+        proj.gain_sum.detach(),
+        proj.head.detach(),
+        block.attn.num_heads,
+    )
+    torch.library.opcheck(
+        torch.ops.stdd_fast.stca_sparse_attention.default,
+        args,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
     f = F.normalize(torch.randn(2, 3, 16, device=DEVICE), dim=-1)
     w = F.normalize(torch.randn(3, 5, 16, device=DEVICE), dim=-1)
-    torch.library.opcheck(torch.ops.stdd_fast.stdd_score.default, (f, w, torch.tensor(4.6, device=DEVICE)),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.stdd_fast.stdd_score.default,
+        (f, w, torch.tensor(4.6, device=DEVICE)),
+        test_utils=("test_schema", "test_faketensor"),
+    )

@@ -70,6 +70,8 @@ def write_clip(
         if time_base:
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
+        if num_frames == 0:
+            out.start_encoding()  # write the header of an empty stream (muxing would do it otherwise)
         t = 0
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(frame_pattern(i, height, width), format="rgb24")

@@ -292,7 +292,8 @@ class VideoReader:
 
 
 def _reason(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
+    """A short cause for a message: FFmpeg's own words without the errno and the repeated file name."""
+    text = (getattr(e, "strerror", None) or str(e)).strip() or type(e).__name__
     return text if len(text) < 200 else text[:197] + "..."
 
 

@@ -21,16 +21,18 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """(H', W') with the short side at ``size`` and the long side ``floor(long/short·size)`` (as released)."""
     if width < height:
-        return int(math.floor((float(height) / width) * size)), size
-    return size, int(math.floor((float(width) / height) * size))
+        return math.floor((float(height) / width) * size), size
+    return size, math.floor((float(width) / height) * size)
 
 
 def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
     """Top-left corner (y0, x0) of the centre ``size`` crop: ``ceil((H − size)/2), ceil((W − size)/2)``."""
-    return int(math.ceil((height - size) / 2)), int(math.ceil((width - size) / 2))
+    return math.ceil((height - size) / 2), math.ceil((width - size) / 2)
 
 
-def normalize(frames: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> torch.Tensor:
+def normalize(
+    frames: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD
+) -> torch.Tensor:
     """uint8 RGB [..., H, W, 3] -> float32 [..., H, W, 3]: ``(x/255 − mean)/std`` per channel."""
     m = torch.tensor(mean, dtype=torch.float32, device=frames.device)
     s = torch.tensor(std, dtype=torch.float32, device=frames.device)

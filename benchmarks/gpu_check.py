@@ -1,0 +1,513 @@
+"""One prepared GPU run (benchmarks/gpu_check.sh): every GPU path checked against the fp32 reference, then timed.
+
+Sections run in priority order inside a time budget; each is isolated (an error is recorded and the
+run goes on) and results are written to ``<out>/gpu_check.json`` after every section, so whatever
+ran comes back even if the command is cut off. ``--smoke`` runs the same code on the CPU with the
+tiny architecture (Triton's interpreter) to check the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import stdd_fast
+from stdd_fast import STCAConfig, create_model
+from stdd_fast.bench.environment import environment
+from stdd_fast.bench.peak import matrix_peak_tflops
+from stdd_fast.bench.telemetry import NvmlSampler
+from stdd_fast.bench.timing import time_fn
+from stdd_fast.flops import block_macs, encoder_macs
+from stdd_fast.head import score_ref
+from stdd_fast.stca_fused import (
+    fold_sparse_projection,
+    layer_norm_with_stats,
+    scatter_residual_ref,
+    sparse_attention_ref,
+)
+from stdd_fast.stca_ref import stca_block_ref
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LOWP_FACTOR, LOWP_ATOL = 2.0, 1e-3
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def min_cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return F.cosine_similarity(a.double().flatten(0, -2), b.double().flatten(0, -2), dim=-1).min().item()
+
+
+class Run:
+    def __init__(self, out: Path, budget_s: float, device: torch.device, smoke: bool) -> None:
+        self.out, self.budget, self.device, self.smoke = out, budget_s, device, smoke
+        self.start = time.perf_counter()
+        self.results: dict = {"env": environment(device), "correctness": [], "timings": [], "skipped": [], "errors": []}
+        out.mkdir(parents=True, exist_ok=True)
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.start)
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = round(time.perf_counter() - self.start, 1)
+        (self.out / "gpu_check.json").write_text(json.dumps(self.results, indent=1))
+
+    def section(self, name: str, fn, needs_s: float = 0.0) -> None:
+        if self.left() < needs_s:
+            self.results["skipped"].append(f"{name} (needs ~{needs_s:.0f} s, {self.left():.0f} s left)")
+            print(f"[skip] {name}", flush=True)
+            return
+        t0 = time.perf_counter()
+        print(f"[section] {name} ({self.left():.0f} s left)", flush=True)
+        try:
+            fn()
+        except Exception as e:  # record and continue: one broken section must not hide the others
+            self.results["errors"].append({"section": name, "error": repr(e), "trace": traceback.format_exc()[-3000:]})
+            print(f"[error] {name}: {e!r}", flush=True)
+        print(f"[done] {name} in {time.perf_counter() - t0:.1f} s", flush=True)
+        self.save()
+
+    def check(self, name: str, value: float, bound: float, kind: str = "max_rel_err", **extra) -> None:
+        ok = value >= bound if kind == "min_cosine" else value <= bound
+        row = {"check": name, kind: value, "bound": bound, "pass": bool(ok), **extra}
+        self.results["correctness"].append(row)
+        print(f"  {'PASS' if ok else 'FAIL'} {name}: {kind}={value:.3e} (bound {bound:.1e})", flush=True)
+
+
+def realistic_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """open_clip init plus non-trivial LayerNorm affines and biases (zeros would hide bias bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim <= 1 and "logit" not in name:
+                noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+                p.add_(0.1 * noise)
+    return model
+
+
+def correctness(run: Run, arch: str, frames_shape: tuple[int, ...], quick: bool = False) -> None:
+    dev = run.device
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    base = realistic_(create_model(arch, seed=1)).to(dev)
+    frames = torch.randn(*frames_shape, device=dev)
+    classes = F.normalize(torch.randn(400, 8, base.arch.embed_dim, device=dev), dim=-1)
+
+    def encode(model, impl, dtype, seed=0):
+        model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)  # keep fp32 weights exact
+        model.set_impl(impl)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model.encode_video(frames.to(dtype))
+
+    modes = (("none", False),) if quick else (("none", False), ("seeded", False), ("official", False), ("none", True))
+    for shuffle, training in modes:
+        model = realistic_(create_model(arch, stca=STCAConfig(shuffle=shuffle), seed=1)).to(dev).train(training)
+        ref = encode(model, "reference", torch.float32)
+        ref_scores = score_ref(ref, classes, model.logit_scale)
+        for impl in ("fused", "triton"):
+            for dname, dtype in DTYPES.items():
+                if dname != "fp32" and (shuffle != "none" or training):
+                    continue
+                out = encode(model, impl, dtype)
+                tag = f"encoder {impl} {dname} shuffle={shuffle} train={training}"
+                scores = stdd_fast.score(out, classes, model.logit_scale.float(), impl=impl)
+                top1 = (scores.argmax(-1) == ref_scores.argmax(-1)).float().mean().item()
+                if dname == "fp32":
+                    run.check(tag, rel_err(out, ref), 1e-5, top1_agreement=top1)
+                    run.check(tag + " cosine", min_cos(out, ref), 0.99999, kind="min_cosine")
+                else:
+                    ref_low = encode(model, "reference", dtype)
+                    bound = LOWP_FACTOR * rel_err(ref_low, ref) + LOWP_ATOL
+                    run.check(
+                        tag, rel_err(out, ref), bound, reference_lowp_err=rel_err(ref_low, ref), top1_agreement=top1
+                    )
+                    run.check(tag + " cosine", min_cos(out, ref), 0.999, kind="min_cosine")
+        del model
+    del base
+
+
+def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
+    from stdd_fast.kernels.stca_scatter import stca_scatter
+    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+    from stdd_fast.kernels.stdd_head import stdd_score
+
+    dev = run.device
+    model = realistic_(create_model(arch, seed=2)).to(dev)
+    block = model.blocks[len(model.blocks) // 2]
+    length, width = model.arch.tokens_per_frame, model.arch.vision_width
+    x32 = torch.randn(batch * frames, length, width, device=dev)
+    vis = block.visible_tokens(batch, frames, dev)
+    src = block.index.source_maps(frames, dev)
+
+    def sparse_inputs(dtype):
+        low = copy.deepcopy(block).to(dtype)
+        x = x32.to(dtype)
+        with torch.no_grad():
+            h, mean, rstd = layer_norm_with_stats(low.ln_1, x)
+            qkv = F.linear(h, low.attn.in_proj_weight, low.attn.in_proj_bias)
+            proj = fold_sparse_projection(low, src.shape[-1], dtype)
+        return qkv, x, mean, rstd, vis, src, proj, low.attn.num_heads
+
+    exact = sparse_attention_ref(*sparse_inputs(torch.float32))
+    for dname, dtype in DTYPES.items():
+        args = sparse_inputs(dtype)
+        out = torch.full((x32.shape[0], vis.shape[2] + 1, width), float("nan"), device=dev, dtype=dtype)
+        stca_sparse_attention(*args, out=out)
+        if dname == "fp32":
+            run.check("kernel sparse-attention fp32", rel_err(out, exact), 1e-5)
+        else:
+            ref_err = rel_err(sparse_attention_ref(*args), exact)
+            run.check(
+                f"kernel sparse-attention {dname}",
+                rel_err(out, exact),
+                LOWP_FACTOR * ref_err + LOWP_ATOL,
+                reference_lowp_err=ref_err,
+            )
+
+    full, mlp = torch.randn_like(x32), torch.randn_like(x32)
+    sp = torch.randn(x32.shape[0], vis.shape[2] + 1, width, device=dev)
+    exact = scatter_residual_ref(full, mlp, x32, sp, vis, src)
+    for dname, dtype in DTYPES.items():
+        args = [t.to(dtype) for t in (full, mlp, x32, sp)]
+        out = torch.full_like(args[0], float("nan"))
+        stca_scatter(*args, vis, src, out=out)
+        ref_err = rel_err(scatter_residual_ref(*args, vis, src), exact)
+        run.check(f"kernel scatter {dname}", rel_err(out, exact), 1e-5 if dname == "fp32" else 2 * ref_err + 1e-3)
+
+    f = F.normalize(torch.randn(32, 8, 512, device=dev), dim=-1)
+    w = F.normalize(torch.randn(400, 224, 512, device=dev), dim=-1)
+    out = torch.full((32, 400), float("nan"), device=dev)
+    stdd_score(f, w, torch.tensor(4.6, device=dev), out=out)
+    ref = score_ref(f, w, 4.6)
+    run.check(
+        "kernel head K=400 N=224 B=32 T=8",
+        rel_err(out, ref),
+        1e-5,
+        top1_agreement=(out.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+    )
+
+
+def l14_kernels(run: Run) -> None:
+    """The sparse-attention kernel at ViT-L/14 shapes (16x16 grid, width 1024, 16 heads: 1 + V = 129 rows)."""
+    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+
+    from stdd_fast.config import ArchConfig
+
+    dev = run.device
+    arch = ArchConfig("L14-one-block", 768, 224, 14, 1024, 1, 16, 64, 1, 1)
+    model = realistic_(create_model(arch, seed=8)).to(dev)
+    block = model.blocks[0]
+    x32 = torch.randn(16, arch.tokens_per_frame, 1024, device=dev)
+    vis, src = block.visible_tokens(2, 8, dev), block.index.source_maps(8, dev)
+    results = {}
+    for dname, dtype in DTYPES.items():
+        low = copy.deepcopy(block).to(dtype)
+        x = x32.to(dtype)
+        with torch.no_grad():
+            h, mean, rstd = layer_norm_with_stats(low.ln_1, x)
+            qkv = F.linear(h, low.attn.in_proj_weight, low.attn.in_proj_bias)
+            args = (qkv, x, mean, rstd, vis, src, fold_sparse_projection(low, src.shape[-1], dtype), 16)
+            out = torch.full((16, vis.shape[2] + 1, 1024), float("nan"), device=dev, dtype=dtype)
+            stca_sparse_attention(*args, out=out)
+            results[dname] = (out, sparse_attention_ref(*args))
+    exact = results["fp32"][1]
+    run.check("kernel sparse-attention L/14 fp32", rel_err(results["fp32"][0], exact), 1e-5)
+    for dname in ("bf16", "fp16"):
+        ref_err = rel_err(results[dname][1], exact)
+        run.check(f"kernel sparse-attention L/14 {dname}", rel_err(results[dname][0], exact), 2 * ref_err + 1e-3)
+
+
+def gradients(run: Run, arch: str, frames_shape) -> None:
+    dev = run.device
+    model = realistic_(create_model(arch, seed=3)).to(dev).train()
+    frames = torch.randn(*frames_shape, device=dev)
+    classes = F.normalize(torch.randn(10, 8, model.arch.embed_dim, device=dev), dim=-1)
+    grads = {}
+    for impl in ("reference", "fused", "triton"):
+        model.set_impl(impl)
+        model.zero_grad()
+        torch.manual_seed(7)
+        emb = model.encode_video(frames)
+        loss = F.cross_entropy(
+            stdd_fast.score(emb, classes, model.logit_scale, impl=impl), torch.arange(frames.shape[0], device=dev)
+        )
+        loss.backward()
+        grads[impl] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    for impl in ("fused", "triton"):
+        worst = max(rel_err(grads[impl][n], g) for n, g in grads["reference"].items())
+        run.check(f"gradients {impl} vs reference (train mode, fp32, worst tensor)", worst, 1e-4)
+
+
+def compiled_and_graphs(run: Run, arch: str, frames_shape) -> None:
+    dev = run.device
+    model = realistic_(create_model(arch, seed=4)).to(dev)
+    frames = torch.randn(*frames_shape, device=dev)
+    with torch.no_grad():
+        ref = model.set_impl("reference").encode_video(frames)
+        model.set_impl("triton")
+        compiled = torch.compile(model.encode_video)
+        run.check("torch.compile(encode_video) impl=triton fp32", rel_err(compiled(frames), ref), 1e-5)
+        if dev.type == "cuda":
+            static = frames.clone()
+            model.encode_video(static)  # warm caches (index tables, folded weights) before capture
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = model.encode_video(static)
+            static.copy_(frames)
+            graph.replay()
+            torch.cuda.synchronize()
+            run.check("CUDA graph replay impl=triton fp32", rel_err(captured, ref), 1e-5)
+
+
+def compiled_encoder(model, clip: torch.Tensor, mode: str):
+    """The callable a timing path runs: eager, ``torch.compile``d, or a captured CUDA graph (replay)."""
+    if mode == "compile":
+        model.encode_video(clip)  # fill the index-table caches eagerly: tracing must not build them
+        fn = torch.compile(model.encode_video)
+        fn(clip)
+        return lambda: fn(clip)
+    if mode == "graph":
+        model.encode_video(clip)  # warm the caches (index tables, folded weights) outside the capture
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            model.encode_video(clip)
+        return graph.replay
+    model.encode_video(clip)
+    return lambda: model.encode_video(clip)
+
+
+def time_encoder(run: Run, arch: str, dtype_name: str, batch: int, frames: int, paths: list[str], iters: int) -> None:
+    dev = run.device
+    dtype = DTYPES[dtype_name]
+    model = realistic_(create_model(arch, seed=5)).to(dev, dtype)
+    size = model.arch.image_size
+    clip = torch.randn(batch, frames, 3, size, size, device=dev, dtype=dtype)
+    macs = {impl: encoder_macs(model.arch, model.stca, impl) for impl in ("reference", "fused")}
+    reference_s = None
+    for path in paths:
+        mode, _, impl = path.rpartition(":")
+        if mode == "compile" and run.left() < 60:
+            run.results["skipped"].append(f"encoder {dtype_name} B={batch} {path} (time budget)")
+            continue
+        model.set_impl(impl)
+        try:
+            with torch.no_grad():
+                t_compile = time.perf_counter()
+                fn = compiled_encoder(model, clip, mode)
+                t_compile = time.perf_counter() - t_compile
+                with NvmlSampler() as sampler:
+                    timing = time_fn(fn, dev, warmup=2, iters=iters, min_seconds=0.5)
+        except Exception as e:
+            run.results["errors"].append({"section": f"encoder {dtype_name} B={batch} {path}", "error": repr(e)})
+            print(f"  [error] {path}: {e!r}", flush=True)
+            continue
+        seconds = timing.median
+        reference_s = seconds if path == "reference" else reference_s
+        own = macs["reference" if impl == "reference" else "fused"]
+        row = {
+            "what": "encoder",
+            "path": path,
+            "dtype": dtype_name,
+            "batch": batch,
+            "frames": frames,
+            "median_ms": round(seconds * 1e3, 3),
+            "p90_ms": round(timing.percentile(90) * 1e3, 3),
+            "clips_per_s": round(batch / seconds, 2),
+            "tflops_nominal": round(2 * macs["reference"] * batch * frames / seconds / 1e12, 1),
+            "tflops_executed": round(2 * own * batch * frames / seconds / 1e12, 1),
+            "speedup_vs_reference": round(reference_s / seconds, 3) if reference_s else None,
+            "first_call_s": round(t_compile, 1),
+            "telemetry": sampler.telemetry.summary(),
+        }
+        run.results["timings"].append(row)
+        print(
+            f"  {path:>20} {dtype_name} B={batch}: {row['median_ms']:9.2f} ms  {row['clips_per_s']:9.1f} clips/s  "
+            f"{row['tflops_executed']:6.1f} TFLOP/s  x{row['speedup_vs_reference']}",
+            flush=True,
+        )
+    del model, clip
+    torch.cuda.empty_cache() if dev.type == "cuda" else None
+
+
+def time_block(run: Run, arch: str, dtype_name: str, batch: int, frames: int, iters: int) -> None:
+    from stdd_fast import ops
+
+    dev = run.device
+    dtype = DTYPES[dtype_name]
+    model = realistic_(create_model(arch, seed=6)).to(dev, dtype)
+    block = model.blocks[len(model.blocks) // 2]
+    x = torch.randn(batch * frames, model.arch.tokens_per_frame, model.arch.vision_width, device=dev, dtype=dtype)
+    vis = block.visible_tokens(batch, frames, dev)
+    src = block.index.source_maps(frames, dev)
+
+    def call(impl):
+        block.impl = impl
+        return lambda: ops.stca_block(block, x, vis, src)
+
+    variants = {"reference": call("reference"), "fused": call("fused"), "triton": call("triton")}
+    if run.left() > 120:
+        compiled = torch.compile(stca_block_ref)
+        variants["compile:reference"] = lambda: compiled(block, x, vis, src)
+    reference_s = None
+    for name, fn in variants.items():
+        with torch.no_grad():
+            timing = time_fn(fn, dev, warmup=3, iters=iters, min_seconds=0.3)
+        reference_s = timing.median if name == "reference" else reference_s
+        macs = block_macs(model.arch, model.stca, "reference" if name.endswith("reference") else "fused")
+        row = {
+            "what": "stca_block",
+            "path": name,
+            "dtype": dtype_name,
+            "batch": batch,
+            "frames": frames,
+            "median_ms": round(timing.median * 1e3, 4),
+            "tflops_executed": round(2 * macs * batch * frames / timing.median / 1e12, 1),
+            "speedup_vs_reference": round(reference_s / timing.median, 3),
+        }
+        run.results["timings"].append(row)
+        print(f"  block {name:>18} {dtype_name} B={batch}: {row['median_ms']:8.3f} ms  x{row['speedup_vs_reference']}")
+
+
+def time_head(run: Run, batch: int, frames: int, classes: int, prompts: int) -> None:
+    from stdd_fast.kernels import score_triton
+
+    dev = run.device
+    f = F.normalize(torch.randn(batch, frames, 512, device=dev), dim=-1)
+    w = F.normalize(torch.randn(classes, prompts, 512, device=dev), dim=-1)
+    ref = time_fn(lambda: score_ref(f, w, 4.6), dev, warmup=3, iters=20)
+    tri = time_fn(lambda: score_triton(f, w, 4.6), dev, warmup=3, iters=20)
+    for name, t in (("reference", ref), ("triton", tri)):
+        run.results["timings"].append(
+            {
+                "what": "head",
+                "path": name,
+                "batch": batch,
+                "frames": frames,
+                "classes": classes,
+                "prompts": prompts,
+                "median_ms": round(t.median * 1e3, 4),
+                "speedup_vs_reference": round(ref.median / t.median, 3),
+            }
+        )
+        print(f"  head {name:>10} B={batch} K={classes} N={prompts}: {t.median * 1e3:.3f} ms")
+
+
+def profile_encoder(run: Run, arch: str, batch: int, paths: list[str]) -> None:
+    """Top GPU kernels of one bf16 encoder forward per path (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = run.device
+    model = realistic_(create_model(arch, seed=9)).to(dev, torch.bfloat16)
+    size = model.arch.image_size
+    clip = torch.randn(batch, 8, 3, size, size, device=dev, dtype=torch.bfloat16)
+    run.results.setdefault("profiles", {})
+    for path in paths:
+        model.set_impl(path)
+        with torch.no_grad():
+            model.encode_video(clip)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                model.encode_video(clip)
+                torch.cuda.synchronize()
+        rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:15]
+        table = [{"kernel": e.key[:90], "ms": round(e.device_time_total / 1e3, 3), "calls": e.count} for e in rows]
+        total = sum(e.device_time_total for e in prof.key_averages()) / 1e3
+        run.results["profiles"][f"encoder bf16 B={batch} {path}"] = {"gpu_ms_total": round(total, 2), "top": table}
+        print(f"  profile {path}: {total:.2f} ms of GPU kernels")
+        for row in table[:10]:
+            print(f"    {row['ms']:8.3f} ms  x{row['calls']:4d}  {row['kernel']}")
+
+
+SECTIONS = (
+    "peak,kernels,l14,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
+    "compiled-bf16,compile-graphs,compiled-fp16,profile"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole run")
+    parser.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny arch: checks the script")
+    parser.add_argument("--only", default=SECTIONS, help=f"comma-separated sections (default all: {SECTIONS})")
+    parser.add_argument("--quick-checks", action="store_true", help="encoder checks in the default mode only")
+    args = parser.parse_args(argv)
+    device = torch.device("cpu" if args.smoke else "cuda")
+    run = Run(Path(args.out), args.budget, device, args.smoke)
+    arch = "test-tiny" if args.smoke else "ViT-B-16"
+    size = 32 if args.smoke else 224
+    big = 2 if args.smoke else 32
+    it = 2 if args.smoke else 10
+    only = set(args.only.split(","))
+    print(json.dumps(run.results["env"]), flush=True)
+
+    def peaks():
+        run.results["matrix_peak_tflops"] = {
+            d: round(matrix_peak_tflops(device, DTYPES[d]), 1) for d in ("bf16", "fp16")
+        }
+        print("  measured matrix peak TFLOP/s:", run.results["matrix_peak_tflops"], flush=True)
+
+    shape = (2, 8, 3, size, size)
+    eager = ["reference", "fused", "triton"]
+    graphs = [] if args.smoke else ["graph:reference", "graph:triton"]
+    compiled = ["reference", "compile:reference", "compile:fused", "compile:triton"]
+    plan = [
+        ("peak", "matrix peak", peaks, 0),
+        ("kernels", "kernels vs references", lambda: kernel_correctness(run, arch, 2, 8), 0),
+        ("l14", "kernels at L/14 shapes", lambda: l14_kernels(run), 0),
+        ("checks", "encoder paths vs fp32 reference", lambda: correctness(run, arch, shape, args.quick_checks), 0),
+        ("gradients", "gradients", lambda: gradients(run, arch, shape), 60),
+        ("eager-bf16", "encoder bf16 B=32", lambda: time_encoder(run, arch, "bf16", big, 8, eager, it), 30),
+        ("block-bf16", "STCA block bf16 B=32", lambda: time_block(run, arch, "bf16", big, 8, it), 30),
+        ("head", "head", lambda: time_head(run, big, 8, 400, 224), 10),
+        ("eager-fp16", "encoder fp16 B=32", lambda: time_encoder(run, arch, "fp16", big, 8, eager, it), 30),
+        ("b1-bf16", "encoder bf16 B=1", lambda: time_encoder(run, arch, "bf16", 1, 8, eager + graphs, it), 20),
+        ("b1-fp16", "encoder fp16 B=1", lambda: time_encoder(run, arch, "fp16", 1, 8, eager + graphs, it), 20),
+        (
+            "compiled-bf16",
+            "encoder bf16 B=32 compiled",
+            lambda: time_encoder(run, arch, "bf16", big, 8, compiled, it),
+            100,
+        ),
+        ("compile-graphs", "torch.compile and CUDA graphs", lambda: compiled_and_graphs(run, arch, shape), 90),
+        (
+            "compiled-fp16",
+            "encoder fp16 B=32 compiled",
+            lambda: time_encoder(run, arch, "fp16", big, 8, compiled[:2], it),
+            100,
+        ),
+        ("profile", "profile bf16 B=32", lambda: profile_encoder(run, arch, big, ["fused", "triton"]), 15),
+    ]
+    for key, name, fn, needs in plan:
+        if key in only and not (args.smoke and key in ("peak", "l14", "profile")):
+            run.section(name, fn, needs_s=needs)
+
+    failed = [c["check"] for c in run.results["correctness"] if not c["pass"]]
+    run.results["failed_checks"] = failed
+    run.save()
+    print(
+        f"\n{len(run.results['correctness'])} checks, {len(failed)} failed, {len(run.results['errors'])} errors; "
+        f"{run.results['elapsed_s']} s; results in {run.out / 'gpu_check.json'}"
+    )
+    for row in run.results["timings"]:
+        print(json.dumps(row))
+    return 1 if failed or run.results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One prepared call on a lent GPU machine (see benchmarks/README.md):
+#   every GPU path checked against the fp32 reference at ViT-B/16 shapes, then timed.
+# The machine has torch + triton but not open_clip (carried as wheels in .whl/), and nothing can be
+# fetched there. Results: $OUT/gpu_check.json (+ the log); commit them under benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 STDD_COMMIT=${STDD_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+
+site=/tmp/stdd_site
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
+fi
+# stdd_fast without building a wheel: the package-dir mapping (kernels/ -> stdd_fast.kernels, ...) as links
+pkg=/tmp/stdd_pkg/stdd_fast
+rm -rf /tmp/stdd_pkg && mkdir -p "$pkg"
+ln -s "$PWD"/stdd_fast/* "$pkg"/
+for sub in kernels export training; do rm -rf "${pkg:?}/$sub"; ln -s "$PWD/$sub" "$pkg/$sub"; done
+export PYTHONPATH=/tmp/stdd_pkg:$site${PYTHONPATH:+:$PYTHONPATH}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit --format=csv | tee "$OUT/nvidia-smi.csv"
+python3 benchmarks/gpu_check.py --out "$OUT" --budget "${GPU_CHECK_BUDGET:-420}" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"
