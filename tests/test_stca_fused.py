@@ -7,8 +7,13 @@ from tolerances import FP32_MAX_REL, LOWP_ATOL, LOWP_FACTOR, max_rel_err, report
 
 from stdd_fast import STCAConfig, create_model
 
-MODES = [("none", False, True), ("seeded", False, True), ("official", False, True), ("none", True, True),
-         ("none", True, False)]
+MODES = [
+    ("none", False, True),
+    ("seeded", False, True),
+    ("official", False, True),
+    ("none", True, True),
+    ("none", True, False),
+]
 
 
 def _model(grid, shuffle="none", repeat=True, width=64, layers=2, scales=(1, 2), fold=32):
@@ -30,8 +35,10 @@ def test_fused_encoder_matches_reference(shuffle, training, repeat, grid, T, B):
     with torch.no_grad():
         ref = _encode(model, frames, "reference")
         fused = _encode(model, frames, "fused")
-    err = report(f"fused vs reference ({shuffle}, train={training}, repeat={repeat}, grid={grid}, T={T}, B={B})",
-                 max_rel_err(fused, ref))
+    err = report(
+        f"fused vs reference ({shuffle}, train={training}, repeat={repeat}, grid={grid}, T={T}, B={B})",
+        max_rel_err(fused, ref),
+    )
     assert err <= FP32_MAX_REL
 
 
