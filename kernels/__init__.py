@@ -17,11 +17,11 @@ through ``impl="triton"`` gives the reference's gradients. Importing this packag
 from __future__ import annotations
 
 import torch
+
+from stdd_fast.head import score_ref
 from stdd_fast.kernels.stca_scatter import stca_scatter
 from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
 from stdd_fast.kernels.stdd_head import stdd_score
-
-from stdd_fast.head import score_ref
 from stdd_fast.stca_fused import SparseProjection, scatter_residual_ref, sparse_attention_ref
 
 

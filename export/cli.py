@@ -1,0 +1,204 @@
+"""``stdd-export``: ONNX export, TensorRT engine build and Triton repository, one command each.
+
+    stdd-export --onnx --weights CKPT --classifier ART -o model.onnx [--fp16] [--uint8-input]
+    stdd-export --trt --onnx-file model.onnx -o model.plan [--precision fp16] [--max-batch 32]
+    stdd-export --trt --weights CKPT --classifier ART -o model.plan     (writes model.onnx beside it)
+    stdd-export --triton-repo DIR --onnx-file model.onnx | --plan model.plan | --weights ... --classifier ...
+
+Errors print one line (``stdd-export: error: ...``) and exit 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from stdd_fast.errors import StddError
+
+log = logging.getLogger("stdd_fast.export")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stdd-export",
+        description="Export STDD (model + classifier baked in) to ONNX, build TensorRT engines, write Triton repos.",
+    )
+    act = p.add_argument_group("what to do (one or more)")
+    act.add_argument("--onnx", action="store_true", help="export an ONNX graph from --weights/--classifier")
+    act.add_argument("--trt", action="store_true", help="build a TensorRT plan (from --onnx-file, or exporting first)")
+    act.add_argument("--triton-repo", metavar="DIR", help="write a Triton Inference Server model repository")
+
+    src = p.add_argument_group("inputs")
+    src.add_argument("--weights", metavar="CKPT", help="checkpoint (OpenAI/open_clip CLIP, official STDD, stdd_fast)")
+    src.add_argument("--classifier", metavar="ART", help="classifier artifact (.safetensors, stdd build-classifier)")
+    src.add_argument("--arch", help="architecture name (default: detected from the weights)")
+    src.add_argument("--trust-pickle", action="store_true", help="allow pickles that need code to load (trusted files)")
+    src.add_argument("--onnx-file", metavar="F", help="an ONNX file written by stdd-export --onnx")
+    src.add_argument("--plan", metavar="F", help="a TensorRT plan written by stdd-export --trt (for --triton-repo)")
+    p.add_argument("-o", "--output", metavar="PATH", help="output file: model.onnx for --onnx, model.plan for --trt")
+
+    ox = p.add_argument_group("ONNX export")
+    ox.add_argument("--fp16", action="store_true", help="fp16 graph (LayerNorm statistics and scoring stay fp32)")
+    ox.add_argument("--uint8-input", action="store_true", help="input uint8 RGB [B,T,S,S,3], normalised in the graph")
+    ox.add_argument("--shuffle", default="none", help="STCA eval shuffle: none (default) | seeded (baked in)")
+    ox.add_argument("--seed", type=int, default=0, help="seed of --shuffle seeded (default 0)")
+    ox.add_argument("--frames", type=int, default=8, help="frames per clip T, static in the graph (default 8)")
+    ox.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ox.add_argument("--impl", default="reference", help="STCA path to trace: reference (default) | fused")
+    ox.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity run (graph checks stay)")
+    ox.add_argument("--parity-clips", type=int, default=2, help="random clips in the parity run (default 2)")
+
+    tx = p.add_argument_group("TensorRT")
+    tx.add_argument("--precision", help="fp32 | tf32 | fp16 | bf16 | int8 | fp8 (default: the graph's own types)")
+    tx.add_argument("--min-batch", type=int, default=1, help="optimisation profile min batch (default 1)")
+    tx.add_argument("--opt-batch", type=int, default=8, help="optimisation profile opt batch (default 8)")
+    tx.add_argument("--max-batch", type=int, help="profile max batch / Triton max_batch_size (default 32)")
+    tx.add_argument("--workspace-gib", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
+    tx.add_argument("--timing-cache", metavar="FILE", help="timing cache file, read and updated")
+    tx.add_argument("--optimization-level", type=int, default=3, help="builder optimisation level 0..5 (default 3)")
+    tx.add_argument("--hardware-compatibility", default="none", help="none (default) | ampere_plus")
+    tx.add_argument("--device", default="cuda", help="CUDA device to build on (default cuda)")
+
+    tr = p.add_argument_group("Triton repository")
+    tr.add_argument("--model-name", default="stdd", help="model folder name (default stdd)")
+    tr.add_argument("--model-version", type=int, default=1, help="version folder (default 1)")
+    tr.add_argument("--instance-kind", default="auto", help="auto (default) | gpu | cpu")
+    tr.add_argument("--instance-count", type=int, default=1, help="model instances (default 1)")
+    tr.add_argument("--preferred-batch", type=int, nargs="*", default=[], help="dynamic batching preferred sizes")
+    tr.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
+
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and written paths")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    if not (a.onnx or a.trt or a.triton_repo):
+        p.error("choose at least one of --onnx, --trt, --triton-repo")
+    if a.onnx and a.onnx_file:
+        p.error("--onnx exports from --weights/--classifier; --onnx-file names an existing export: pass one of them")
+    if a.plan and (a.onnx or a.trt or not a.triton_repo):
+        p.error("--plan is an input of --triton-repo only")
+    if a.plan and a.onnx_file:
+        p.error("pass --plan or --onnx-file, not both")
+    needs_export = a.onnx or (a.trt and not a.onnx_file) or (a.triton_repo and not (a.onnx_file or a.plan))
+    if needs_export and not (a.weights and a.classifier):
+        p.error("exporting needs --weights CKPT and --classifier ART (or pass an existing --onnx-file)")
+    if (a.onnx or a.trt) and not a.output:
+        p.error("-o/--output is required with --onnx and --trt (model.onnx / model.plan)")
+    if a.trt and Path(a.output).suffix == ".onnx":
+        p.error("--trt writes a TensorRT plan: name it -o model.plan (the ONNX file is written beside it)")
+
+
+def _export(a: argparse.Namespace, path: Path) -> Path:
+    import torch
+
+    from stdd_fast import Classifier, STCAConfig, load_model
+    from stdd_fast.export.onnx_export import export_and_verify
+
+    classifier = Classifier.load(a.classifier)
+    stca = STCAConfig(shuffle=a.shuffle, seed=a.seed)
+    model = load_model(a.weights, arch=a.arch, stca=stca, trust_pickle=a.trust_pickle)
+    result = export_and_verify(
+        model,
+        classifier,
+        path,
+        torch.float16 if a.fp16 else torch.float32,
+        num_frames=a.frames,
+        uint8_input=a.uint8_input,
+        opset=a.opset,
+        impl=a.impl,
+        verify=not a.no_verify,
+        parity_clips=a.parity_clips,
+    )
+    return result.path
+
+
+def _size(path: Path) -> str:
+    data = path.with_name(path.name + ".data")
+    n = path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    return f"{n / 1e6:.1f} MB"
+
+
+def run(a: argparse.Namespace) -> int:
+    """Do what the parsed arguments say; raise StddError on failure."""
+    if a.trt:
+        # fail fast, before a long export, where the engine cannot be built anyway
+        from stdd_fast.export._deps import require
+        from stdd_fast.export.tensorrt_build import TensorRTBuildConfig, build_engine, gpu_info
+
+        require("tensorrt")
+        gpu_info(a.device)
+        trt_config = TensorRTBuildConfig(
+            precision=a.precision,
+            min_batch=a.min_batch,
+            opt_batch=a.opt_batch,
+            max_batch=a.max_batch if a.max_batch is not None else 32,
+            workspace_gib=a.workspace_gib,
+            timing_cache=a.timing_cache,
+            optimization_level=a.optimization_level,
+            hardware_compatibility=a.hardware_compatibility,
+        )
+    with tempfile.TemporaryDirectory(prefix="stdd-export-") as tmp:
+        onnx_file = Path(a.onnx_file) if a.onnx_file else None
+        if onnx_file is None and not a.plan:
+            if a.onnx and not a.trt:
+                target = Path(a.output)
+            elif a.trt:
+                target = Path(a.output).with_suffix(".onnx")
+            else:
+                target = Path(tmp) / "model.onnx"
+            onnx_file = _export(a, target)
+            if target.parent != Path(tmp):
+                print(f"wrote {onnx_file} ({_size(onnx_file)})")
+        model_file = Path(a.plan) if a.plan else onnx_file
+        if a.trt:
+            model_file = build_engine(onnx_file, Path(a.output), trt_config, device=a.device)
+            print(f"wrote {model_file} ({_size(model_file)}) and {model_file.name}.json")
+        if a.triton_repo:
+            from stdd_fast.export.triton_repo import write_triton_repo
+
+            model_dir = write_triton_repo(
+                a.triton_repo,
+                model_file,
+                name=a.model_name,
+                version=a.model_version,
+                max_batch_size=a.max_batch,
+                preferred_batch_sizes=tuple(a.preferred_batch),
+                max_queue_delay_us=a.max_queue_delay_us,
+                instance_kind=a.instance_kind,
+                instance_count=a.instance_count,
+            )
+            print(f"wrote Triton model {model_dir} (config.pbtxt, labels.txt, {a.model_version}/)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``stdd-export``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("stdd-export: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.propagate = False
+    try:
+        return run(args)
+    except (StddError, OSError) as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"stdd-export: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

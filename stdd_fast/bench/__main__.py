@@ -1,0 +1,3 @@
+from stdd_fast.bench.cli import main
+
+raise SystemExit(main())

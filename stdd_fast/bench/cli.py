@@ -1,0 +1,206 @@
+"""``python -m stdd_fast.bench``: throughput, latency and exactness of every inference path.
+
+With no arguments it benchmarks ViT-B/16 STDD (8 frames at 224^2, seeded random weights) on the
+best device here with every path available on it, in a few minutes on a 2-core CPU. Every figure
+is measured in this run; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stdd_fast.bench.encoder import EncoderCase, measure_encoder
+from stdd_fast.bench.environment import environment
+from stdd_fast.bench.paths import parse_path, unavailable_reason
+from stdd_fast.bench.peak import matrix_peak_tflops
+from stdd_fast.bench.report import format_header, format_table, write_json, write_plot
+from stdd_fast.bench.timing import time_fn
+from stdd_fast.classifier import Classifier
+from stdd_fast.config import STCAConfig, get_arch
+from stdd_fast.engine import resolve_device, resolve_dtype
+from stdd_fast.errors import StddError
+from stdd_fast.head import score_ref
+from stdd_fast.model import create_model
+from stdd_fast.ops import resolve_impl
+
+CPU_PATHS = ("reference", "fused", "onnxruntime")
+GPU_PATHS = ("reference", "fused", "triton", "compile:reference", "compile:triton", "graph:triton")
+
+
+class UsageError(StddError):
+    """A bad command-line value."""
+
+
+def _positive_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected integers like 1 or 1,2,4") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{what} {text!r}: every value must be >= 1")
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stdd_fast.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
+    p.add_argument("--arch", default="ViT-B-16", help="architecture name (see stdd_fast.list_models())")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+    p.add_argument("--batch", default=None, help="clips per forward, or a sweep like 1,8,32 (default 1 CPU, 32 GPU)")
+    p.add_argument("--paths", default=None, help="comma-separated paths (default: all available here)")
+    p.add_argument("--video", nargs="+", default=None, metavar="FILE", help="also run end to end on these videos")
+    p.add_argument("--classes", type=int, default=400, help="K classes of the random prompt-level classifier")
+    p.add_argument("--prompts", type=int, default=8, help="N prompts per class of the random classifier")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls per path (default 1 CPU, 3 GPU)")
+    p.add_argument("--iters", type=int, default=None, help="timed calls per path (default 3 CPU, 20 GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    p.add_argument("--json", default=None, metavar="OUT", help="write every figure and the environment here")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="plot throughput vs batch per path")
+    return p
+
+
+def _config(args: argparse.Namespace) -> dict:
+    device = resolve_device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                            "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    gpu = device.type == "cuda"
+    dtype = resolve_dtype(args.dtype or ("bf16" if gpu else "fp32"))
+    arch = get_arch(args.arch)
+    batches = _positive_ints(args.batch or ("32" if gpu else "1"), "--batch")
+    if args.frames < 1 or args.classes < 1 or args.prompts < 1:
+        raise UsageError("--frames, --classes and --prompts must be >= 1")
+    warmup = 3 if args.warmup is None and gpu else 1 if args.warmup is None else args.warmup
+    iters = 20 if args.iters is None and gpu else 3 if args.iters is None else args.iters
+    if warmup < 0 or iters < 1:
+        raise UsageError(f"--warmup {warmup} / --iters {iters}: need warmup >= 0 and iters >= 1")
+    names = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)
+    paths = [parse_path(n.strip()) for n in names if n.strip()]
+    if not paths:
+        raise UsageError("--paths is empty")
+    if args.paths is None:  # defaults: only what runs here
+        paths = [p for p in paths if unavailable_reason(p, device, dtype) is None]
+    videos = [Path(v) for v in args.video or []]
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        raise UsageError(f"--video: no such file(s): {', '.join(missing)}")
+    return dict(device=device, dtype=dtype, arch=arch, batches=batches, warmup=warmup, iters=iters, paths=paths,
+                videos=videos)  # fmt: skip
+
+
+def _random_classifier(classes: int, prompts: int, dim: int, seed: int) -> Classifier:
+    gen = torch.Generator().manual_seed(seed + 1)
+    weights = F.normalize(torch.randn(classes, prompts, dim, generator=gen), dim=-1)
+    return Classifier(weights, [f"class {k}" for k in range(classes)], source="random (benchmark)")
+
+
+def _head_rows(cfg: dict, classifier: Classifier, batch: int, frames: int, logit_scale: torch.Tensor) -> list[dict]:
+    device = cfg["device"]
+    emb = F.normalize(torch.randn(batch, frames, classifier.embed_dim, device=device), dim=-1)
+    w = classifier.weights.to(device)
+    rows = [("reference", lambda: score_ref(emb, w, logit_scale))]
+    try:
+        resolve_impl("triton", device)
+        from stdd_fast.kernels import score_triton
+
+        rows.append(("triton", lambda: score_triton(emb, w, logit_scale)))
+    except StddError:
+        pass
+    out = []
+    for name, fn in rows:
+        t = time_fn(fn, device, warmup=cfg["warmup"], iters=max(cfg["iters"], 5))
+        out.append({"path": name, "batch": batch, "frames": frames, "classes": classifier.num_classes,
+                    "prompts": classifier.weights.shape[1], "p50_ms": t.median * 1e3})  # fmt: skip
+    return out
+
+
+def _end_to_end(cfg: dict, model, classifier: Classifier) -> list[dict]:
+    from stdd_fast.engine import Engine
+
+    rows = []
+    for backend in ("pyav",):
+        engine = Engine(copy.deepcopy(model), classifier=classifier, device=cfg["device"], dtype=cfg["dtype"],
+                        impl="auto", decode_backend=backend)  # fmt: skip
+        engine.classify(cfg["videos"][:1], progress=False)  # warm-up
+        t0 = time.perf_counter()
+        results = engine.classify(cfg["videos"], progress=False)
+        wall = time.perf_counter() - t0
+        ok = [r for r in results if r.error is None]
+        stages = {s: sum(getattr(r.timings, s) for r in ok) for s in ("decode", "preprocess", "encode", "score")}
+        rows.append({"decode_backend": backend, "impl": engine.model.impl, "videos": len(results),
+                     "failed": len(results) - len(ok), "wall_s": wall, "videos_per_s": len(results) / wall,
+                     **{f"{k}_s": v for k, v in stages.items()},
+                     "errors": [str(r.error) for r in results if r.error is not None]})  # fmt: skip
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = _config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = cfg["device"], cfg["dtype"]
+    if device.type == "cuda":  # the fp32 reference must be exact fp32, not TF32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    stca = STCAConfig()
+    env = environment(device)
+    config = {"arch": cfg["arch"].name, "stca": "default", "frames": args.frames, "image_size": cfg["arch"].image_size,
+              "dtype": str(dtype).split(".")[-1], "seed": args.seed, "batches": cfg["batches"],
+              "paths": [p.name for p in cfg["paths"]], "warmup": cfg["warmup"], "iters": cfg["iters"],
+              "classes": args.classes, "prompts": args.prompts}  # fmt: skip
+    print(format_header(env, config), flush=True)
+
+    model32 = create_model(cfg["arch"], stca=stca, seed=args.seed, device=device)
+    model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype)
+    classifier = _random_classifier(args.classes, args.prompts, cfg["arch"].embed_dim, args.seed)
+    peak = round(matrix_peak_tflops(device, dtype), 1) if device.type == "cuda" else None
+    rows: list[dict] = []
+    for batch in cfg["batches"]:
+        case = EncoderCase(batch, args.frames, dtype, device, cfg["warmup"], cfg["iters"], args.seed)
+        rows += measure_encoder(model32, model, classifier, cfg["paths"], case, peak)
+    head = _head_rows(cfg, classifier, max(cfg["batches"]), args.frames, model32.logit_scale.detach())
+    record = {"env": env, "config": config, "matrix_peak_tflops": peak, "encoder": rows, "head": head}
+    if cfg["videos"]:
+        record["end_to_end"] = _end_to_end(cfg, model32, classifier)
+    return record
+
+
+def print_report(record: dict) -> None:
+    print()
+    print(format_table(record["encoder"]))
+    if record.get("matrix_peak_tflops"):
+        dtype, peak = record["config"]["dtype"], record["matrix_peak_tflops"]
+        print(f"\nMFU against the measured {dtype} matrix peak: {peak} TFLOP/s")
+    head = record["head"]
+    print("\nscoring head " + ", ".join(f"{h['path']} {h['p50_ms']:.3f} ms" for h in head)
+          + f" (B={head[0]['batch']}, K={head[0]['classes']}, N={head[0]['prompts']})")  # fmt: skip
+    for e2e in record.get("end_to_end", []):
+        print(f"\nend to end ({e2e['decode_backend']} decode, impl {e2e['impl']}): {e2e['videos']} videos, "
+              f"{e2e['videos_per_s']:.2f} videos/s; decode {e2e['decode_s']:.2f} s, "
+              f"preprocess {e2e['preprocess_s']:.2f} s, encode {e2e['encode_s']:.2f} s, "
+              f"score {e2e['score_s']:.3f} s; failed {e2e['failed']}")  # fmt: skip
+        for err in e2e["errors"]:
+            print(f"  error: {err}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        record = run(args)
+    except StddError as e:  # bad options and unusable setups: one clear line
+        print(f"stdd-bench: error: {e}", file=sys.stderr)
+        return 2
+    print_report(record)
+    if args.json:
+        print(f"\nwrote {write_json(args.json, record)}")
+    if args.plot:
+        title = f"{record['config']['arch']} STDD, {record['config']['dtype']}, {record['env']['device']}"
+        print(f"wrote {write_plot(args.plot, record['encoder'], title)}")
+    return 0

@@ -1,0 +1,101 @@
+"""Encoder measurements: every path on the same inputs, timed and checked against the fp32 reference."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from stdd_fast.bench.memory import PeakMemory
+from stdd_fast.bench.paths import BenchPath, build_callable, unavailable_reason
+from stdd_fast.bench.telemetry import NvmlSampler
+from stdd_fast.bench.timing import time_fn
+from stdd_fast.classifier import Classifier
+from stdd_fast.flops import encoder_macs
+from stdd_fast.head import score_ref
+from stdd_fast.model import STDDModel
+
+
+@dataclass(frozen=True)
+class EncoderCase:
+    batch: int
+    frames: int
+    dtype: torch.dtype
+    device: torch.device
+    warmup: int
+    iters: int
+    seed: int = 0
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    if not torch.isfinite(a).all():
+        return math.inf
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def random_frames(case: EncoderCase, size: int) -> torch.Tensor:
+    """Seeded CLIP-normalised-like frames [B, T, 3, S, S] in fp32 on the case's device."""
+    gen = torch.Generator().manual_seed(case.seed)
+    return torch.randn(case.batch, case.frames, 3, size, size, generator=gen).to(case.device)
+
+
+def measure_encoder(
+    model32: STDDModel,
+    model: STDDModel,
+    classifier: Classifier,
+    paths: list[BenchPath],
+    case: EncoderCase,
+    matrix_peak_tflops: float | None,
+) -> list[dict]:
+    """One row per path: throughput, latency, error vs the fp32 reference, memory, FLOPs.
+
+    ``model32`` is the fp32 reference model on the case's device; ``model`` the one timed (the
+    case's dtype; the same object as ``model32`` for fp32).
+    """
+    size = model.arch.image_size
+    frames32 = random_frames(case, size)
+    frames = frames32.to(case.dtype)
+    weights = classifier.weights.to(case.device)
+    with torch.no_grad():
+        reference = model32.set_impl("reference").encode_video(frames32)
+        ref_top1 = score_ref(reference, weights, model32.logit_scale).argmax(-1)
+
+    rows: list[dict] = []
+    reference_s = None
+    for path in paths:
+        row = {"path": path.name, "batch": case.batch, "frames": case.frames, "dtype": str(case.dtype).split(".")[-1]}
+        reason = unavailable_reason(path, case.device, case.dtype)
+        if reason:
+            rows.append({**row, "skipped": reason})
+            continue
+        try:
+            fn = build_callable(path, model, frames, classifier)
+            with torch.no_grad(), PeakMemory(case.device) as mem, NvmlSampler() as nvml:
+                timing = time_fn(lambda fn=fn: fn(frames), case.device, warmup=case.warmup, iters=case.iters)
+                out = fn(frames).float()
+        except Exception as e:  # a path that fails is reported in its row, the others still run
+            rows.append({**row, "skipped": f"failed: {type(e).__name__}: {e}"})
+            continue
+        seconds = timing.median
+        reference_s = seconds if path.name == "reference" else reference_s
+        macs = encoder_macs(model.arch, model.stca, path.flops_impl) * case.frames
+        tflops = 2 * macs * case.batch / seconds / 1e12
+        top1 = score_ref(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
+        row.update(
+            clips_per_s=case.batch / seconds,
+            p50_ms=seconds * 1e3,
+            p90_ms=timing.percentile(90) * 1e3,
+            speedup=(reference_s / seconds) if reference_s else None,
+            max_rel_err=_rel_err(out, reference),
+            top1_agreement=(top1 == ref_top1).float().mean().item(),
+            peak_mem_mib=mem.peak_mib,
+            gflop_per_clip=2 * macs / 1e9,
+            tflops=tflops,
+            mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops else None,
+            telemetry=nvml.telemetry.summary(),
+        )
+        rows.append(row)
+    return rows
