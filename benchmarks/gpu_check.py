@@ -202,9 +202,8 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
 
 def l14_kernels(run: Run) -> None:
     """The sparse-attention kernel at ViT-L/14 shapes (16x16 grid, width 1024, 16 heads: 1 + V = 129 rows)."""
-    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
-
     from stdd_fast.config import ArchConfig
+    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
 
     dev = run.device
     arch = ArchConfig("L14-one-block", 768, 224, 14, 1024, 1, 16, 64, 1, 1)
