@@ -1,16 +1,21 @@
 """Triton kernel: STCA's sparse path in one launch. Reference: ``stdd_fast.stca_fused.sparse_attention_ref``.
 
-One program per (frame, head, block of query rows). For every temporal scale it
+One program per frame. For every temporal scale it
 
-1. gathers the visible tokens' full-path projections of its head (CLS first), and the shifted
-   channels straight from the neighbouring frames' visible slots (no shifted copy in memory);
-2. rebuilds the mixed tokens' LayerNorm statistics and projections with the rank-C update of
-   ``stdd_fast.stca_fused`` (ratio * qkv_z + (1 - r) c - rstd_y dmu g + rstd_y delta W_g^T);
-3. runs softmax attention over the 1 + V tokens of the frame;
+1. gathers the shifted channels of the frame's visible slots straight from the neighbouring
+   frames (no shifted copy in memory) and rebuilds the mixed tokens' LayerNorm statistics: the
+   update coefficients of ``stdd_fast.stca_fused``, once per frame and scale, shared by all heads;
+2. for each head, gathers the visible tokens' full-path projections (CLS first), applies the
+   rank-C update (ratio * qkv_z + (1 - r) c - rstd_y dmu g + rstd_y delta W_g^T) and runs softmax
+   attention over the 1 + V tokens of the frame;
 
-and averages the outputs over scales in the epilogue. Statistics, the update and softmax are fp32;
-in fp16/bf16 the dots take fp16/bf16 operands with fp32 accumulation, in fp32 they are exact
-(``input_precision="ieee"``, no TF32).
+and accumulates the mean over scales in fp32 in its own output rows (the epilogue casts to the
+input dtype). An earlier design with one program per (frame, head, query block) re-gathered the
+shifted channels for every head and query block (36x the scattered loads at B/16) and ran no faster
+than the PyTorch fused path on an H100 (benchmarks/results/gpu_check_h100_run1.json).
+
+Statistics, the update and softmax are fp32; in fp16/bf16 the dots take fp16/bf16 operands
+with fp32 accumulation, in fp32 they are exact (``input_precision="ieee"``, no TF32).
 """
 
 from __future__ import annotations
@@ -122,7 +127,7 @@ def _stca_sparse_attention_kernel(
     const_ptr,
     gain_ptr,
     w_ptr,
-    out_ptr,
+    acc_ptr,
     sq_f,
     sq_l,
     sx_f,
@@ -133,121 +138,55 @@ def _stca_sparse_attention_kernel(
     ss_s,
     ss_t,
     sw_o,
-    so_f,
-    so_r,
+    sa_f,
+    sa_r,
     sm_scale,
+    num_heads,
     T: tl.constexpr,
     D: tl.constexpr,
     HD: tl.constexpr,
     V: tl.constexpr,
     C: tl.constexpr,
     S: tl.constexpr,
-    BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
     DOT_FP32: tl.constexpr,
 ):
     frame = tl.program_id(0)
-    head = tl.program_id(1)
-    m_block = tl.program_id(2)
     vid = frame // T
     t = frame % T
-
-    keys = tl.arange(0, BLOCK_N)
-    key_ok = keys < V + 1
-    key_tok = tl.load(
-        vis_ptr + vid * sv_b + t * sv_t + tl.where(keys > 0, keys - 1, 0), mask=key_ok & (keys > 0), other=0
-    )
-    key_mean = tl.load(mean_ptr + frame * sm_f + key_tok, mask=key_ok, other=0.0)
-    key_rstd = tl.load(rstd_ptr + frame * sm_f + key_tok, mask=key_ok, other=1.0)
-
-    queries = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
-    query_ok = queries < V + 1
-    query_tok = tl.load(
-        vis_ptr + vid * sv_b + t * sv_t + tl.where(queries > 0, queries - 1, 0), mask=query_ok & (queries > 0), other=0
-    )
-    query_mean = tl.load(mean_ptr + frame * sm_f + query_tok, mask=query_ok, other=0.0)
-    query_rstd = tl.load(rstd_ptr + frame * sm_f + query_tok, mask=query_ok, other=1.0)
-
-    # the full-path rows are the same for every scale: load them once
-    k_base = _head_rows(1, key_tok, key_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
-    v_base = _head_rows(2, key_tok, key_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
-    q_base = _head_rows(0, query_tok, query_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
-    low = qkv_ptr.dtype.element_ty
-    acc = tl.zeros((BLOCK_M, HD), dtype=tl.float32)
-    for s in tl.static_range(S):
-        ratio, shift, coeff = _mixed_rows(
-            keys,
-            key_ok,
-            key_tok,
-            frame,
-            vid,
-            t,
-            x_ptr,
-            vis_ptr,
-            src_ptr,
-            key_mean,
-            key_rstd,
-            s,
-            sx_f,
-            sx_l,
-            sv_b,
-            sv_t,
-            ss_s,
-            ss_t,
-            T,
-            D,
-            C,
-            BLOCK_C,
-        )
-        k = _shifted(
-            1, k_base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
-        )
-        v = _shifted(
-            2, v_base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
-        )
-        q_ratio, q_shift, q_coeff = _mixed_rows(
-            queries,
-            query_ok,
-            query_tok,
-            frame,
-            vid,
-            t,
-            x_ptr,
-            vis_ptr,
-            src_ptr,
-            query_mean,
-            query_rstd,
-            s,
-            sx_f,
-            sx_l,
-            sv_b,
-            sv_t,
-            ss_s,
-            ss_t,
-            T,
-            D,
-            C,
-            BLOCK_C,
-        )
-        q = _shifted(
-            0, q_base, head, q_ratio, q_shift, q_coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
-        )
-        scores = tl.dot(q, tl.trans(k), input_precision="ieee") if DOT_FP32 else tl.dot(q.to(low), tl.trans(k.to(low)))
-        scores = tl.where(key_ok[None, :], scores * sm_scale, float("-inf"))
-        p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
-        p = p / tl.sum(p, axis=1)[:, None]
-        if DOT_FP32:
-            acc += tl.dot(p, v, input_precision="ieee")
-        else:
-            acc += tl.dot(p.to(low), v.to(low))
+    rows = tl.arange(0, BLOCK_N)  # row 0: CLS, rows 1..V: visible slots, the rest padding
+    row_ok = rows < V + 1
+    tok = tl.load(vis_ptr + vid * sv_b + t * sv_t + tl.where(rows > 0, rows - 1, 0), mask=row_ok & (rows > 0), other=0)
+    mean_z = tl.load(mean_ptr + frame * sm_f + tok, mask=row_ok, other=0.0)
+    rstd_z = tl.load(rstd_ptr + frame * sm_f + tok, mask=row_ok, other=1.0)
     d = tl.arange(0, HD)
-    out = acc / S
-    tl.store(
-        out_ptr + frame * so_f + queries[:, None] * so_r + head * HD + d[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=query_ok[:, None],
-    )
+    low = qkv_ptr.dtype.element_ty
+    for s in tl.static_range(S):
+        # the shift's coefficients depend on the rows only: computed once per frame and scale, for all heads
+        ratio, shift, coeff = _mixed_rows(
+            rows, row_ok, tok, frame, vid, t, x_ptr, vis_ptr, src_ptr, mean_z, rstd_z, s,
+            sx_f, sx_l, sv_b, sv_t, ss_s, ss_t, T, D, C, BLOCK_C,
+        )  # fmt: skip
+        for head in range(num_heads):
+            q = _shifted(0, _head_rows(0, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+            k = _shifted(1, _head_rows(1, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+            v = _shifted(2, _head_rows(2, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+            scores = (
+                tl.dot(q, tl.trans(k), input_precision="ieee") if DOT_FP32 else tl.dot(q.to(low), tl.trans(k.to(low)))
+            )
+            scores = tl.where(row_ok[None, :], scores * sm_scale, float("-inf"))
+            p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
+            p = p / tl.sum(p, axis=1)[:, None]
+            o = (tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))) / S
+            ptrs = acc_ptr + frame * sa_f + rows[:, None] * sa_r + head * HD + d[None, :]
+            if s == 0:
+                tl.store(ptrs, o, mask=row_ok[:, None])
+            else:  # the mean over scales accumulates in fp32 in the program's own output rows
+                tl.store(ptrs, tl.load(ptrs, mask=row_ok[:, None], other=0.0) + o, mask=row_ok[:, None])
 
 
 def stca_sparse_attention(
@@ -274,45 +213,19 @@ def stca_sparse_attention(
     vis = visible.to(torch.int32).contiguous()
     src = source_maps.to(torch.int32).contiguous()
     head_w = proj.head.contiguous()  # [3D, C]
-    if out is None:
-        out = torch.empty(bt, v + 1, d, device=x.device, dtype=x.dtype)
+    fp32_out = out is not None and out.dtype == torch.float32
+    acc = out if fp32_out else torch.empty(bt, v + 1, d, device=x.device, dtype=torch.float32)
     block_n = max(16, triton.next_power_of_2(v + 1))
-    block_m = min(64, block_n)
-    grid = (bt, num_heads, triton.cdiv(v + 1, block_m))
-    _stca_sparse_attention_kernel[grid](
-        qkv,
-        x,
-        mean,
-        rstd,
-        vis,
-        src,
-        proj.const,
-        proj.gain_sum,
-        head_w,
-        out,
-        qkv.stride(0),
-        qkv.stride(1),
-        x.stride(0),
-        x.stride(1),
-        mean.stride(0),
-        vis.stride(0) if vis.shape[0] > 1 else 0,
-        vis.stride(1),
-        src.stride(0),
-        src.stride(1),
-        head_w.stride(0),
-        out.stride(0),
-        out.stride(1),
-        hd**-0.5,
-        T=t,
-        D=d,
-        HD=hd,
-        V=v,
-        C=c,
-        S=s,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_C=max(16, triton.next_power_of_2(c)),
-        DOT_FP32=x.dtype == torch.float32,
-        num_warps=8 if block_n >= 128 else 4,
-    )
-    return out
+    _stca_sparse_attention_kernel[(bt,)](
+        qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, acc,
+        qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0),
+        vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
+        head_w.stride(0), acc.stride(0), acc.stride(1), hd**-0.5, num_heads,
+        T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_N=block_n, BLOCK_C=max(16, triton.next_power_of_2(c)),
+        DOT_FP32=x.dtype == torch.float32, num_warps=8 if block_n <= 128 else 16,
+    )  # fmt: skip
+    if fp32_out:
+        return out
+    if out is None:
+        return acc.to(x.dtype)
+    return out.copy_(acc)

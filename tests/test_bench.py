@@ -1,0 +1,110 @@
+"""The benchmark's smallest configuration end to end: JSON schema and filled, small error columns."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tolerances import FP32_MAX_REL
+
+from stdd_fast.bench.cli import main
+
+ROW_KEYS = {
+    "path",
+    "batch",
+    "clips_per_s",
+    "p50_ms",
+    "p90_ms",
+    "speedup",
+    "max_rel_err",
+    "top1_agreement",
+    "peak_mem_mib",
+    "gflop_per_clip",
+    "tflops",
+}
+
+
+def test_smallest_run_writes_complete_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    code = main(
+        [
+            "--arch",
+            "test-tiny",
+            "--frames",
+            "3",
+            "--batch",
+            "1,2",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--paths",
+            "reference,fused",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "SEEDED RANDOM WEIGHTS" in printed and "clips/s" in printed
+    record = json.loads(out.read_text())
+    assert {"env", "config", "encoder", "head"} <= record.keys()
+    assert {"device", "cpu", "torch", "commit", "torch_threads"} <= record["env"].keys()
+    rows = record["encoder"]
+    assert [(r["path"], r["batch"]) for r in rows] == [("reference", 1), ("fused", 1), ("reference", 2), ("fused", 2)]
+    for row in rows:
+        assert ROW_KEYS <= row.keys(), row
+        print(f"[measured] bench {row['path']} B={row['batch']}: max rel err {row['max_rel_err']:.2e}")
+        assert row["max_rel_err"] <= FP32_MAX_REL and row["top1_agreement"] == 1.0
+    assert plot.stat().st_size > 1000
+
+
+def test_unavailable_path_is_reported_not_fatal(tmp_path):
+    out = tmp_path / "b.json"
+    assert (
+        main(
+            [
+                "--arch",
+                "test-tiny",
+                "--frames",
+                "2",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--device",
+                "cpu",
+                "--paths",
+                "reference,graph:fused",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(out.read_text())["encoder"]
+    assert rows[1]["path"] == "graph:fused" and "CUDA" in rows[1]["skipped"]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--paths", "reference,warp"], "unknown path 'warp'; valid paths: reference, fused, triton"),
+        (["--batch", "0"], "--batch '0': every value must be >= 1"),
+        (["--video", "/nonexistent/clip.mp4"], "--video: no such file(s): /nonexistent/clip.mp4"),
+        (["--arch", "ViT-X"], "unknown architecture 'ViT-X'"),
+        (["--dtype", "fp8"], "unknown dtype 'fp8'"),
+    ],
+)
+def test_bad_options_fail_with_one_clear_line(args, fragment):
+    proc = subprocess.run([sys.executable, "-m", "stdd_fast.bench", "--arch", "test-tiny", *args],
+                          capture_output=True, text=True)  # fmt: skip
+    print(proc.stderr)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
