@@ -41,6 +41,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from stdd_fast.errors import ConfigError
+from stdd_fast.stca_ref import mix_channels_ref
 
 QUICK_GELU_ALPHA = 1.702
 
@@ -87,19 +88,6 @@ def layer_norm_with_stats(norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Te
     return out.to(x.dtype), mean.float(), rstd.float()
 
 
-def mixed_channels(head: torch.Tensor, source_maps: torch.Tensor) -> torch.Tensor:
-    """The shifted channels of the visible tokens at every scale.
-
-    head: [B, T, V, C] (the first C channels of the visible tokens); source_maps [S, T, C] (T = zero).
-    Returns [S, B, T, V, C].
-    """
-    b, t, v, c = head.shape
-    s = source_maps.shape[0]
-    padded = F.pad(head, (0, 0, 0, 0, 0, 1))  # [B, T+1, V, C]; frame T is the zero fill
-    index = source_maps.view(s, 1, t, 1, c).expand(s, b, t, v, c)
-    return torch.gather(padded.unsqueeze(0).expand(s, b, t + 1, v, c), 2, index)
-
-
 def attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Per-sequence softmax attention of packed projections: [N, L, 3D] -> [N, L, D] (before out-proj)."""
     n, length, three_d = qkv.shape
@@ -140,7 +128,7 @@ def sparse_attention_ref(
     n = rows.shape[1]
 
     z_head = x[..., :c].gather(1, rows[:, 1:, None].expand(bt, n - 1, c))  # [BT, V, C]
-    y_head = mixed_channels(z_head.view(b, t, n - 1, c), source_maps).reshape(s, bt, n - 1, c)
+    y_head = mix_channels_ref(z_head.view(b, t, n - 1, c), source_maps).reshape(s, bt, n - 1, c)
     mean_v = mean.gather(1, rows[:, 1:, None])  # [BT, V, 1]
     rstd_v = rstd.gather(1, rows[:, 1:, None])
     zc, yc = z_head.float() - mean_v, y_head.float() - mean_v  # [BT, V, C], [S, BT, V, C]
@@ -179,7 +167,7 @@ def scatter_residual_ref(
     rows = _rows_with_cls(visible, bt)  # [BT, 1+V]
     rows_d = rows[..., None].expand(bt, rows.shape[1], d)
     base = x.gather(1, rows_d)  # [BT, 1+V, D]: CLS and the visible tokens before the shift
-    mixed = mixed_channels(base[:, 1:, :c].reshape(bt // t, t, -1, c), source_maps).float().mean(0)
+    mixed = mix_channels_ref(base[:, 1:, :c].reshape(bt // t, t, -1, c), source_maps).float().mean(0)
     base = torch.cat([base[:, :1], torch.cat([mixed.view(bt, -1, c).to(x.dtype), base[:, 1:, c:]], -1)], 1)
     return (full + mlp).scatter_(1, rows_d, base + sparse_proj + mlp.gather(1, rows_d))
 
