@@ -70,9 +70,9 @@ class TensorRTRunner:
         self.plan_path = Path(plan)
         if not self.plan_path.is_file():
             raise PlanMismatchError(f"{self.plan_path}: no such plan; build one with `stdd-export --trt`")
+        trt = require("tensorrt")  # before the sidecar: without TensorRT no plan can be served here
         self.sidecar = read_sidecar(self.plan_path)
         self.spec: ExportSpec = sidecar_spec(self.sidecar)
-        trt = require("tensorrt")
         device = torch.device(device)
         self.device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
         check_plan_compatible(self.sidecar, trt.__version__, gpu_info(self.device), str(self.plan_path))

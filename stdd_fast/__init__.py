@@ -11,6 +11,7 @@ from stdd_fast.errors import (
     ClassifierError,
     ConfigError,
     StddError,
+    StreamError,
     UnsafeCheckpointError,
     VideoError,
 )
@@ -19,6 +20,7 @@ from stdd_fast.model import STDDModel, create_model
 from stdd_fast.ops import score
 from stdd_fast.prompts import OPENVCLIP_TEMPLATES, STDD_TEMPLATES
 from stdd_fast.results import Timings, VideoResult
+from stdd_fast.stream import WindowResult
 
 __version__ = "0.1.0"
 
@@ -35,10 +37,12 @@ __all__ = [
     "STCAConfig",
     "STDDModel",
     "StddError",
+    "StreamError",
     "Timings",
     "UnsafeCheckpointError",
     "VideoError",
     "VideoResult",
+    "WindowResult",
     "aggregate_views",
     "build_classifier",
     "create_model",

@@ -152,6 +152,11 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
         state = _strip(state, "module.")
     if "model.visual.conv1.weight" in state:
         state = _split_official(state, info)
+    projector = [k for k in state if k.startswith("projector_v.")]  # a training-time head, not part of CLIP
+    for k in projector:
+        del state[k]
+    if projector:
+        info.ignored_prefixes["projector_v."] = len(projector)
     for k in _OPENAI_EXTRA_KEYS:
         state.pop(k, None)
     return state, info

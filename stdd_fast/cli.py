@@ -1,9 +1,9 @@
-"""The ``stdd`` command: classify videos, build a classifier artifact, describe the environment.
+"""The ``stdd`` command: classify videos or live streams, build a classifier artifact, describe the environment.
 
 Exit codes:
 
 * 0: success;
-* 1: some videos could not be classified (the others are still printed);
+* 1: some videos could not be classified, or a stream ended with an error (the rest is still printed);
 * 2: usage or configuration error (arguments, class list, classifier artifact, device);
 * 3: the checkpoint could not be loaded;
 * 4: a requested optional backend is not installed (e.g. ``--impl triton`` without Triton);
@@ -71,9 +71,22 @@ def _class_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--xprompt", metavar="YAML", help="official classes_xprompt_*.yml (prompt-level classifier)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _engine_options(p: argparse.ArgumentParser) -> None:
     from stdd_fast.engine import DTYPES
     from stdd_fast.ops import IMPLS
+
+    p.add_argument("--classifier", metavar="ART", help="a classifier artifact from `stdd build-classifier`")
+    p.add_argument("--top-k", type=int, default=5, help="classes to print per video or window (default 5)")
+    p.add_argument("--frames", type=int, default=8, help="frames per view or window (default 8)")
+    p.add_argument("--sampling-rate", type=int, default=16, help="frame stride at 30 fps (default 16)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--impl", choices=IMPLS, default="auto", help="STCA implementation (default auto)")
+    p.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: memory budget)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stdd_fast.stream import BACKPRESSURE
+    from stdd_fast.video.decode import DECODE_CHOICES
     from stdd_fast.video.sampling import SAMPLING_MODES
 
     common = _common()
@@ -88,17 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("videos", nargs="+", metavar="VIDEO")
     _model_options(c)
     _class_options(c)
-    c.add_argument("--classifier", metavar="ART", help="a classifier artifact from `stdd build-classifier`")
-    c.add_argument("--top-k", type=int, default=5, help="classes to print per video (default 5)")
+    _engine_options(c)
     c.add_argument("--views", type=int, default=3, help="temporal views per video (default 3)")
-    c.add_argument("--frames", type=int, default=8, help="frames per view (default 8)")
-    c.add_argument("--sampling-rate", type=int, default=16, help="frame stride at 30 fps (default 16)")
     c.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
-    c.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    c.add_argument("--impl", choices=IMPLS, default="auto", help="STCA implementation (default auto)")
-    c.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: memory budget)")
+    c.add_argument(
+        "--decode-backend",
+        choices=DECODE_CHOICES,
+        default="auto",
+        help="video decoder: auto (DALI/NVDEC on a CUDA device when installed, else PyAV), pyav, dali",
+    )
     c.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     c.set_defaults(func=_classify)
+
+    s = sub.add_parser("stream", parents=[common], help="classify live streams window by window")
+    s.add_argument("sources", nargs="+", metavar="SOURCE", help="file, URL (rtsp://, http://...) or device")
+    _model_options(s)
+    _class_options(s)
+    _engine_options(s)
+    s.add_argument("--window", default=None, help="window span: frames (113) or seconds (3.7s); default: the model's")
+    s.add_argument("--stride", default="16", help="step between windows: frames (16) or seconds (0.5s); default 16")
+    s.add_argument("--fps", type=float, default=None, help="source frame rate (default: from the source)")
+    s.add_argument("--on-backpressure", choices=BACKPRESSURE, default="block", help="slow consumer policy")
+    s.add_argument("--max-retries", type=int, default=3, help="reconnects in a row without a new frame (default 3)")
+    s.add_argument("--stall-timeout", type=float, default=10.0, help="seconds without a frame = failure (default 10)")
+    s.add_argument("--realtime", action="store_true", help="pace sources by their timestamps (files play live)")
+    s.add_argument("--format", dest="source_format", default=None, help="PyAV input format (e.g. v4l2)")
+    s.set_defaults(func=_stream)
 
     b = sub.add_parser("build-classifier", parents=[common], help="encode class prompts into an artifact")
     _model_options(b)
@@ -130,7 +158,8 @@ def _class_names(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def _classify(args: argparse.Namespace) -> int:
+def _engine(args: argparse.Namespace, **options: object) -> object:
+    """The Engine the command line describes (classes from --classes/--classes-file/--xprompt/--classifier)."""
     from stdd_fast.engine import Engine
     from stdd_fast.errors import ConfigError
 
@@ -139,7 +168,7 @@ def _classify(args: argparse.Namespace) -> int:
         raise ConfigError("--classifier already holds the classes: drop --classes/--classes-file/--xprompt")
     if args.classifier is None and names is None and args.xprompt is None:
         raise ConfigError("no classes: pass --classes 'a,b,c', --classes-file F, --xprompt YAML or --classifier ART")
-    engine = Engine(
+    return Engine(
         args.weights,
         classes=names,
         classifier=args.classifier,
@@ -148,13 +177,16 @@ def _classify(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         impl=args.impl,
         arch=args.arch,
-        num_views=args.views,
         num_frames=args.frames,
         sampling_rate=args.sampling_rate,
-        sampling=args.sampling,
         batch_clips=args.batch_clips,
         trust_pickle=args.trust_pickle,
+        **options,
     )
+
+
+def _classify(args: argparse.Namespace) -> int:
+    engine = _engine(args, num_views=args.views, sampling=args.sampling, decode_backend=args.decode_backend)
     results = engine.classify(args.videos, top_k=args.top_k, progress=False if args.no_progress else None)
     failed = [r for r in results if not r.ok]
     for r in results:
@@ -165,10 +197,60 @@ def _classify(args: argparse.Namespace) -> int:
             width = max(len(label) for label in r.labels)
             for rank, (label, value) in enumerate(zip(r.labels, r.scores, strict=True), 1):
                 print(f"  {rank:>2}  {label:<{width}}  {value:9.3f}")
+    if args.decode_backend == "dali":  # DALI was asked for: say which files it did not decode, and why
+        for r in results:
+            if r.ok and r.decode_backend != "dali" and r.decode_note:
+                print(f"stdd: note: {r.source}: decoded with PyAV: {r.decode_note}", file=sys.stderr)
     for r in failed:
         _error_line(r.error)
     if failed:
         print(f"stdd: {len(failed)} of {len(results)} videos failed", file=sys.stderr)
+        return EXIT_VIDEO_FAILED
+    return EXIT_OK
+
+
+def _span(text: str | None) -> int | str | None:
+    """A --window/--stride value: digits are frames (an int), anything else goes to the parser as text."""
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text
+
+
+def _stream(args: argparse.Namespace) -> int:
+    engine = _engine(args, num_views=1)
+    run = engine.stream_many(
+        args.sources,
+        window=_span(args.window),
+        stride=_span(args.stride),
+        top_k=args.top_k,
+        on_backpressure=args.on_backpressure,
+        max_retries=args.max_retries,
+        stall_timeout=args.stall_timeout,
+        fps=args.fps,
+        realtime=args.realtime,
+        source_format=args.source_format,
+    )
+    several = len(args.sources) > 1
+    failed = 0
+    for w in run:
+        if not w.ok:
+            failed += 1
+            if args.json:
+                print(json.dumps(w.to_dict()), flush=True)
+            _error_line(w.error)
+            continue
+        if args.json:
+            print(json.dumps(w.to_dict()), flush=True)
+            continue
+        ranked = ", ".join(f"{label} {value:.3f}" for label, value in zip(w.labels, w.scores, strict=True))
+        prefix = f"{w.source} " if several else ""
+        dropped = f", {w.dropped} dropped before" if w.dropped else ""
+        print(
+            f"{prefix}[{w.start_time:9.3f}s - {w.end_time:9.3f}s] {ranked}  ({w.latency * 1e3:.0f} ms{dropped})",
+            flush=True,
+        )
+    if failed:
+        print(f"stdd: {failed} of {len(args.sources)} streams ended with an error", file=sys.stderr)
         return EXIT_VIDEO_FAILED
     return EXIT_OK
 

@@ -27,6 +27,10 @@ class VideoError(StddError):
     """A video that cannot be opened, decoded or sampled."""
 
 
+class StreamError(VideoError):
+    """A stream that failed or stalled and could not be reconnected, or that sent unusable frames."""
+
+
 class BackendUnavailableError(StddError, ImportError):
     """An optional backend (Triton, DALI, ONNX Runtime, TensorRT) that is not importable here."""
 

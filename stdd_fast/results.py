@@ -1,4 +1,4 @@
-"""What :class:`stdd_fast.Engine` returns: one result per video, with its timings or its error."""
+"""What :class:`stdd_fast.Engine` returns: one result per video or stream window, with its timings or error."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ class VideoResult:
     logits: float32 [K], all classes (summed over views). view_scores: float32 [V, K], per view.
     indices: LongTensor [V, T], the sampled frame indices (None for tensor inputs).
     error: the typed error that stopped this video (the other fields are then empty).
-    decode_backend: ``"pyav"`` for files, ``"tensor"`` for decoded or normalised tensor inputs.
+    decode_backend: which decoder ran: ``"pyav"`` or ``"dali"`` for files, ``"tensor"`` for decoded
+    or normalised tensor inputs.
+    decode_note: why a file was decoded with PyAV although DALI was asked for or ``"auto"`` would
+    have preferred it (DALI missing, no GPU, a codec DALI cannot read, a DALI failure); None otherwise.
     """
 
     source: str
@@ -52,13 +55,14 @@ class VideoResult:
     timings: Timings = field(default_factory=Timings)
     error: StddError | None = None
     decode_backend: str | None = None
+    decode_note: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """A JSON-ready summary (no tensors): video, labels, scores, timings, error, decode_backend."""
+        """A JSON-ready summary (no tensors): video, labels, scores, timings, error, decode backend and note."""
         return {
             "video": self.source,
             "labels": list(self.labels),
@@ -66,4 +70,54 @@ class VideoResult:
             "timings": self.timings.to_dict(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "decode_backend": self.decode_backend,
+            "decode_note": self.decode_note,
+        }
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The ranked actions of one sliding window of a stream, or the error that ended the stream.
+
+    source: the stream's name. index: the window's number in its stream (0, 1, ...), -1 for the
+    result that reports a stream-ending error. start_frame / end_frame: the first and last source
+    frame the window spans (frames counted from the start of the stream, in arrival order).
+    start_time / end_time: their timestamps in seconds (the source's clock). frames: LongTensor [T],
+    the source frames sampled. labels / scores: the top-k classes and their logits, best first;
+    logits: float32 [K], all classes. latency: seconds from the arrival of the window's last frame
+    to this result. dropped: windows of this stream dropped (``on_backpressure="drop"``) since its
+    previous result. error: the StreamError that ended the stream (the other fields are then empty).
+    """
+
+    source: str
+    index: int
+    start_frame: int = -1
+    end_frame: int = -1
+    start_time: float | None = None
+    end_time: float | None = None
+    frames: torch.Tensor | None = None
+    labels: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    logits: torch.Tensor | None = None
+    latency: float = 0.0
+    dropped: int = 0
+    error: StddError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (no tensors)."""
+        return {
+            "source": self.source,
+            "window": self.index,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "labels": list(self.labels),
+            "scores": [float(s) for s in self.scores],
+            "latency": self.latency,
+            "dropped": self.dropped,
+            "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
         }

@@ -58,7 +58,7 @@ def test_smallest_run_writes_complete_json(tmp_path, capsys):
     rows = record["encoder"]
     assert [(r["path"], r["batch"]) for r in rows] == [("reference", 1), ("fused", 1), ("reference", 2), ("fused", 2)]
     for row in rows:
-        assert ROW_KEYS <= row.keys(), row
+        assert row.keys() >= ROW_KEYS, row
         print(f"[measured] bench {row['path']} B={row['batch']}: max rel err {row['max_rel_err']:.2e}")
         assert row["max_rel_err"] <= FP32_MAX_REL and row["top1_agreement"] == 1.0
     assert plot.stat().st_size > 1000

@@ -163,8 +163,8 @@ def test_configuration_errors(model):
         Engine(model, dtype="float64")
     with pytest.raises(ConfigError, match="unknown impl 'fast'"):
         Engine(model, impl="fast")
-    with pytest.raises(ConfigError, match="unknown decode backend 'dali'; valid values: 'pyav'"):
-        Engine(model, decode_backend="dali")
+    with pytest.raises(ConfigError, match="unknown decode backend 'nvdec'; valid values: 'auto', 'pyav', 'dali'"):
+        Engine(model, decode_backend="nvdec")
     with pytest.raises(ConfigError, match="unknown sampling mode"):
         Engine(model, sampling="random")
     with pytest.raises(ConfigError, match="top_k=0"):
@@ -181,7 +181,15 @@ def test_results_and_progress(model, clips, capsys):
     results = Engine(model, classes=CLASSES).classify(clips, top_k=100, progress=True)
     assert all(isinstance(r, VideoResult) and len(r.labels) == len(CLASSES) for r in results)
     assert results[0].view_scores.shape == (3, len(CLASSES))
-    assert set(results[0].to_dict()) == {"video", "labels", "scores", "timings", "error", "decode_backend"}
+    assert set(results[0].to_dict()) == {
+        "video",
+        "labels",
+        "scores",
+        "timings",
+        "error",
+        "decode_backend",
+        "decode_note",
+    }
     assert "classifying" in capsys.readouterr().err  # the tqdm bar
 
 

@@ -150,5 +150,5 @@ def test_errors_name_the_file(tmp_path):
         video.decode(clip, torch.tensor([[0, 10]]))
     with pytest.raises(ConfigError, match="must be integers"):
         video.decode(clip, torch.tensor([[0.0, 1.0]]))
-    with pytest.raises(ConfigError, match="unknown decode backend 'dali'; valid values: 'pyav'"):
-        video.decode(clip, torch.tensor([[0]]), backend="dali")
+    with pytest.raises(ConfigError, match="unknown decode backend 'nvdec'; valid values: 'pyav', 'dali'"):
+        video.decode(clip, torch.tensor([[0]]), backend="nvdec")

@@ -134,7 +134,7 @@ def _end_to_end(cfg: dict, model, classifier: Classifier) -> list[dict]:
         wall = time.perf_counter() - t0
         ok = [r for r in results if r.error is None]
         stages = {s: sum(getattr(r.timings, s) for r in ok) for s in ("decode", "preprocess", "encode", "score")}
-        rows.append({"decode_backend": backend, "impl": engine.model.impl, "videos": len(results),
+        rows.append({"decode_backend": backend, "impl": engine.impl, "videos": len(results),
                      "failed": len(results) - len(ok), "wall_s": wall, "videos_per_s": len(results) / wall,
                      **{f"{k}_s": v for k, v in stages.items()},
                      "errors": [str(r.error) for r in results if r.error is not None]})  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from stdd_fast.errors import ConfigError, choice_error
-from stdd_fast.video.decode import VideoInfo, VideoReader, check_backend
+from stdd_fast.video.decode import VideoInfo, VideoReader, check_backend, probe
 from stdd_fast.video.sampling import SAMPLING_MODES, SamplingMode, sample_indices
 from stdd_fast.video.transforms import preprocess
 
@@ -66,12 +66,25 @@ def read_clips(
     sampling: SamplingConfig = SamplingConfig(),
     backend: str = "pyav",
     threads: int | None = None,
+    device: str | torch.device | None = None,
 ) -> DecodedClips:
-    """Sample and decode the views of one video with one open container (uint8 [V, T, H, W, 3])."""
+    """Sample and decode the views of one video: frames uint8 [V, T, H, W, 3].
+
+    ``backend="pyav"``: one open container (demux index, seek, decode). ``backend="dali"``: the
+    packet index from PyAV (no decoding), the frames from DALI on ``device`` (None: its CPU variant;
+    a CUDA device: NVDEC, frames left on the GPU).
+    """
     check_backend(backend)
+    if backend == "dali":
+        from stdd_fast.video import dali
+
+        info = probe(path)
+        idx = sampling.indices(info)
+        return DecodedClips(dali.decode_frames(path, idx, info=info, device=device), idx, info)
     with VideoReader(path, threads=threads) as reader:
         idx = sampling.indices(reader.info)
-        return DecodedClips(reader.read(idx), idx, reader.info)
+        frames = reader.read(idx)
+    return DecodedClips(frames if device is None else frames.to(device), idx, reader.info)
 
 
 def load_clips(
@@ -89,7 +102,8 @@ def load_clips(
     """The released test protocol end to end: float32 [V, T, 3, size, size], CLIP-normalised.
 
     ``size`` is the model's input side (``model.arch.image_size``); ``device`` where the transforms
-    run (None: CPU). Raises VideoError naming the file.
+    run (None: CPU; with ``backend="dali"`` also where DALI decodes). Raises VideoError naming the file.
     """
     sampling = SamplingConfig(num_frames, sampling_rate, target_fps, num_views, mode)
-    return preprocess(read_clips(path, sampling, backend, threads).frames, size, device)
+    decode_device = device if backend == "dali" else None
+    return preprocess(read_clips(path, sampling, backend, threads, decode_device).frames, size, device)

@@ -9,6 +9,12 @@ packets carry no usable pts are decoded sequentially from the start.
 
 Every failure is a :class:`~stdd_fast.errors.VideoError` naming the file: missing, not a video, no
 video stream, no frames, corrupt or truncated data, an index out of range.
+
+Two backends return the same frames (same indices, same presentation order): ``"pyav"`` (this module)
+and ``"dali"`` (:mod:`stdd_fast.video.dali`, NVIDIA DALI, imported only when asked for). They differ in
+the YUV -> RGB conversion only: PyAV's default is FFmpeg's default (what the released loader's
+``frame.to_rgb()`` gives); ``yuv_to_rgb="accurate"`` asks PyAV for the conversion DALI's CPU decoder
+uses, and then the two are bit-identical (see :data:`YUV_TO_RGB`).
 """
 
 from __future__ import annotations
@@ -25,16 +31,38 @@ import torch
 
 from stdd_fast.errors import ConfigError, VideoError, choice_error
 
-Backend = Literal["pyav"]
+Backend = Literal["pyav", "dali"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# What an Engine accepts: a backend, or "auto" (DALI on a GPU for the codecs NVDEC decodes, else PyAV).
+DecodeChoice = Literal["auto", "pyav", "dali"]
+DECODE_CHOICES: tuple[str, ...] = get_args(DecodeChoice)
+# YUV -> RGB conversion of the PyAV backend. "default": FFmpeg's default swscale conversion, as the
+# released loader's frame.to_rgb() (for even-height 4:2:0 swscale takes its fast unscaled path, which
+# does not interpolate chroma). "accurate": SWS_BILINEAR | SWS_FULL_CHR_H_INT |
+# SWS_ACCURATE_RND, chroma interpolated to full resolution with exact rounding: the flags DALI's CPU
+# video decoder passes to swscale, so PyAV then returns DALI's pixels bit for bit.
+YuvToRgb = Literal["default", "accurate"]
+YUV_TO_RGB: tuple[str, ...] = get_args(YuvToRgb)
 _REWIND = object()  # seek target meaning "the start of the file"
 
 
-def check_backend(backend: str) -> str:
-    """Validate a decode backend name (only PyAV is implemented)."""
-    if backend not in BACKENDS:
-        raise choice_error("decode backend", backend, BACKENDS)
+def check_backend(backend: str, allow_auto: bool = False) -> str:
+    """Validate a decode backend name ("pyav" | "dali"; also "auto" when ``allow_auto``)."""
+    valid = DECODE_CHOICES if allow_auto else BACKENDS
+    if backend not in valid:
+        raise choice_error("decode backend", backend, valid)
     return backend
+
+
+def _sws_flags(yuv_to_rgb: str) -> int | None:
+    """The swscale flags PyAV's reformatter gets for a conversion (None: PyAV's default)."""
+    if yuv_to_rgb not in YUV_TO_RGB:
+        raise choice_error("yuv_to_rgb conversion", yuv_to_rgb, YUV_TO_RGB)
+    if yuv_to_rgb == "default":
+        return None
+    from av.video.reformatter import Interpolation
+
+    return int(Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND)
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,7 @@ class VideoInfo:
     width: int
     height: int
     codec: str
+    pix_fmt: str = ""  # the decoder's pixel format (e.g. "yuv420p"), "" when the header does not say
 
     @property
     def duration_known(self) -> bool:
@@ -78,12 +107,14 @@ def _av_errors() -> tuple[type[BaseException], ...]:
 class VideoReader:
     """One open video (PyAV container) that returns frames by presentation index.
 
-    ``threads``: decoder threads (None: FFmpeg's default). Use as a context manager or call
+    ``threads``: decoder threads (None: FFmpeg's default). ``yuv_to_rgb``: the RGB conversion (see
+    :data:`YUV_TO_RGB`; "default" is the released protocol's). Use as a context manager or call
     :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, yuv_to_rgb: str = "default") -> None:
         self.path = str(path)
+        self._sws = _sws_flags(yuv_to_rgb)
         p = Path(path)
         if not p.exists():
             raise VideoError(f"{self.path}: no such file")
@@ -166,6 +197,7 @@ class VideoReader:
             width=s.codec_context.width,
             height=s.codec_context.height,
             codec=s.codec_context.name,
+            pix_fmt=s.codec_context.pix_fmt or "",
         )
 
     def _frame_rate(self, indexed: int) -> float:
@@ -253,7 +285,7 @@ class VideoReader:
                     first = j if first is None else first
                     pos = j
                     if j in wanted_set and j not in got:
-                        got[j] = frame.to_ndarray(format="rgb24")
+                        got[j] = self._rgb(frame)
                     if j >= k:
                         break
                 if k in got:
@@ -267,13 +299,19 @@ class VideoReader:
                 raise self._missing(k)
         return got
 
+    def _rgb(self, frame: object) -> np.ndarray:
+        """A decoded frame as uint8 RGB [H, W, 3], with this reader's YUV -> RGB conversion."""
+        if self._sws is None:
+            return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format="rgb24", interpolation=self._sws)
+
     def _read_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode from the first frame, counting frames in output order (for streams without usable pts)."""
         got: dict[int, np.ndarray] = {}
         wanted_set, last = set(wanted), wanted[-1]
         for j, frame in enumerate(self._decoded_from(_REWIND)):
             if j in wanted_set:
-                got[j] = frame.to_ndarray(format="rgb24")
+                got[j] = self._rgb(frame)
             if j >= last:
                 break
         for k in wanted:
@@ -308,12 +346,30 @@ def decode(
     indices: torch.Tensor,
     backend: str = "pyav",
     threads: int | None = None,
+    yuv_to_rgb: str | None = None,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """The frames of ``path`` at ``indices`` (presentation order), e.g. from :func:`sample_indices`.
 
     indices: LongTensor of any shape, typically [V, T]. Returns uint8 [..., H, W, 3] RGB, the frames
     a full sequential decode returns at those positions. Raises VideoError naming the file.
+
+    ``backend="pyav"`` decodes on the CPU (``threads`` decoder threads; ``yuv_to_rgb`` "default" or
+    "accurate", see :data:`YUV_TO_RGB`) and moves the frames to ``device`` if one is given.
+    ``backend="dali"`` decodes with NVIDIA DALI: the CPU variant (VP8, VP9, MJPEG) when ``device`` is
+    None or CPU, NVDEC when ``device`` is a CUDA device (the frames stay there; no host copy). Raises
+    BackendUnavailableError without DALI or CUDA, VideoError for a codec that variant cannot decode.
     """
     check_backend(backend)
-    with VideoReader(path, threads=threads) as reader:
-        return reader.read(indices)
+    if backend == "dali":
+        if yuv_to_rgb is not None:
+            raise ConfigError(
+                f"yuv_to_rgb={yuv_to_rgb!r} applies to backend='pyav' only: DALI converts with its own "
+                "decoder (its CPU variant equals PyAV's yuv_to_rgb='accurate')"
+            )
+        from stdd_fast.video import dali
+
+        return dali.decode_frames(path, indices, device=device)
+    with VideoReader(path, threads=threads, yuv_to_rgb=yuv_to_rgb or "default") as reader:
+        frames = reader.read(indices)
+    return frames if device is None else frames.to(device)
