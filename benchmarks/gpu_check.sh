@@ -25,20 +25,21 @@ python3 benchmarks/gpu_check.py --out "$OUT" --budget "${GPU_CHECK_BUDGET:-420}"
 status=${PIPESTATUS[0]}
 
 # Optional: the user-facing benchmark on this GPU (GPU_CHECK_BENCH_S seconds at most)
+# (from /tmp: in the repository root, ./stdd_fast would shadow the package links and its subpackages)
 if [ "${GPU_CHECK_BENCH_S:-0}" -gt 0 ]; then
-    timeout "$GPU_CHECK_BENCH_S" python3 -m stdd_fast.bench --device cuda --batch 1,32 \
+    (cd /tmp && timeout "$GPU_CHECK_BENCH_S" python3 -m stdd_fast.bench --device cuda --batch 1,32 \
         --paths reference,fused,triton,graph:triton --iters 10 \
-        --json "$OUT/bench_gpu.json" --plot "$OUT/bench_gpu.png" 2>&1 | tee "$OUT/bench_gpu.log"
+        --json "$OUT/bench_gpu.json" --plot "$OUT/bench_gpu.png") 2>&1 | tee "$OUT/bench_gpu.log"
 fi
 # Optional: a tiny fine-tuning run on CUDA (fp16 autocast + GradScaler, Triton kernels), GPU_CHECK_TRAIN_S seconds
 if [ "${GPU_CHECK_TRAIN_S:-0}" -gt 0 ]; then
     demo=/tmp/stdd_train_demo
-    timeout "$GPU_CHECK_TRAIN_S" bash -c "
+    (cd /tmp && timeout "$GPU_CHECK_TRAIN_S" bash -c "
         python3 -m stdd_fast.training.synthetic $demo/data &&
         python3 -c \"import stdd_fast; stdd_fast.save_checkpoint(stdd_fast.create_model('test-tiny'), '$demo/init.safetensors')\" &&
         python3 -m stdd_fast.training.train pretrained=$demo/init.safetensors train_csv=$demo/data/train.csv \
             prefix=$demo/data/videos classes=$demo/data/index2cls.json num_frames=4 batch_size=4 epochs=3 \
             warmup_epochs=1 base_lr=1e-3 precision=fp16 num_workers=0 device=cuda impl=triton average_start=1 \
-            output_dir=$demo/run" 2>&1 | tail -40 | tee "$OUT/train_gpu.log"
+            output_dir=$demo/run") 2>&1 | tail -40 | tee "$OUT/train_gpu.log"
 fi
 exit "$status"

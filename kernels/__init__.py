@@ -20,7 +20,7 @@ import torch
 
 from stdd_fast.head import score_ref
 from stdd_fast.kernels.stca_scatter import stca_scatter
-from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+from stdd_fast.kernels.stca_sparse_attention import fits, stca_sparse_attention
 from stdd_fast.kernels.stdd_head import stdd_score
 from stdd_fast.stca_fused import SparseProjection, scatter_residual_ref, sparse_attention_ref
 
@@ -121,7 +121,12 @@ def _eager_inference() -> bool:
 
 
 def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
-    """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function)."""
+    """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function).
+
+    Frames with more visible patches than the kernel's tile (ViT-L/14) run ``sparse_attention_ref``.
+    """
+    if not fits(visible.shape[2]):
+        return sparse_attention_ref(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
     if _eager_inference():
         return stca_sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
     return _sparse_attention_op(

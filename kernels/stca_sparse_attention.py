@@ -26,6 +26,16 @@ import triton.language as tl
 
 from stdd_fast.stca_fused import SparseProjection
 
+# One program holds a frame's CLS + visible rows in a power-of-two tile: 128 rows (ViT-B/16: 1 + 98)
+# fit an H100's shared memory; 256 (ViT-L/14: 1 + 128) need 480 KB and do not (measured, see
+# benchmarks/results/gpu_check_h100_run2.json), so larger frames take the PyTorch sparse path.
+MAX_SPARSE_ROWS = 128
+
+
+def fits(num_visible: int) -> bool:
+    """Whether the kernel takes frames with ``num_visible`` visible patches (plus CLS)."""
+    return num_visible + 1 <= MAX_SPARSE_ROWS
+
 
 @triton.jit
 def _mixed_rows(
@@ -208,6 +218,8 @@ def stca_sparse_attention(
     hd = d // num_heads
     if qkv.stride(-1) != 1 or x.stride(-1) != 1:
         raise ValueError("stca_sparse_attention needs the channel dimension contiguous")
+    if not fits(v):
+        raise ValueError(f"stca_sparse_attention takes <= {MAX_SPARSE_ROWS - 1} visible patches per frame, got {v}")
     mean = mean.reshape(bt, length).contiguous()
     rstd = rstd.reshape(bt, length).contiguous()
     vis = visible.to(torch.int32).contiguous()
