@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=400, help="K classes of the random prompt-level classifier")
     p.add_argument("--prompts", type=int, default=8, help="N prompts per class of the random classifier")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per path (default 1 CPU, 3 GPU)")
-    p.add_argument("--iters", type=int, default=None, help="timed calls per path (default 3 CPU, 20 GPU)")
+    p.add_argument("--iters", type=int, default=None, help="timed calls per path (default 5 CPU, 20 GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, metavar="OUT", help="write every figure and the environment here")
@@ -78,7 +78,7 @@ def _config(args: argparse.Namespace) -> dict:
     if args.frames < 1 or args.classes < 1 or args.prompts < 1:
         raise UsageError("--frames, --classes and --prompts must be >= 1")
     warmup = 3 if args.warmup is None and gpu else 1 if args.warmup is None else args.warmup
-    iters = 20 if args.iters is None and gpu else 3 if args.iters is None else args.iters
+    iters = 20 if args.iters is None and gpu else 5 if args.iters is None else args.iters
     if warmup < 0 or iters < 1:
         raise UsageError(f"--warmup {warmup} / --iters {iters}: need warmup >= 0 and iters >= 1")
     names = args.paths.split(",") if args.paths else list(GPU_PATHS if gpu else CPU_PATHS)

@@ -1,4 +1,5 @@
-"""Encoder measurements: every path on the same inputs, timed and checked against the fp32 reference."""
+"""Encoder measurements: every path on the same inputs, timed in interleaved rounds (drift on a shared
+machine hits every path alike) and checked against the fp32 reference."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from stdd_fast.bench.memory import PeakMemory
 from stdd_fast.bench.paths import BenchPath, build_callable, unavailable_reason
 from stdd_fast.bench.telemetry import NvmlSampler
-from stdd_fast.bench.timing import time_fn
+from stdd_fast.bench.timing import time_interleaved
 from stdd_fast.classifier import Classifier
 from stdd_fast.flops import encoder_macs
 from stdd_fast.head import score_ref
@@ -63,39 +64,50 @@ def measure_encoder(
         reference = model32.set_impl("reference").encode_video(frames32)
         ref_top1 = score_ref(reference, weights, model32.logit_scale).argmax(-1)
 
-    rows: list[dict] = []
-    reference_s = None
+    rows: dict[str, dict] = {}
+    fns, measured = {}, {}
     for path in paths:
-        row = {"path": path.name, "batch": case.batch, "frames": case.frames, "dtype": str(case.dtype).split(".")[-1]}
+        rows[path.name] = {"path": path.name, "batch": case.batch, "frames": case.frames,
+                           "dtype": str(case.dtype).split(".")[-1]}  # fmt: skip
         reason = unavailable_reason(path, case.device, case.dtype)
         if reason:
-            rows.append({**row, "skipped": reason})
+            rows[path.name]["skipped"] = reason
             continue
         try:
             fn = build_callable(path, model, frames, classifier)
-            with torch.no_grad(), PeakMemory(case.device) as mem, NvmlSampler() as nvml:
-                timing = time_fn(lambda fn=fn: fn(frames), case.device, warmup=case.warmup, iters=case.iters)
-                out = fn(frames).float()
+            with torch.no_grad():
+                for _ in range(case.warmup):
+                    fn(frames)
+                # a short burst per path for its memory peak and telemetry (timing is interleaved below)
+                with PeakMemory(case.device) as mem, NvmlSampler() as nvml:
+                    out = fn(frames).float()
+                    for _ in range(min(case.iters, 3) - 1):
+                        fn(frames)
         except Exception as e:  # a path that fails is reported in its row, the others still run
-            rows.append({**row, "skipped": f"failed: {type(e).__name__}: {e}"})
+            rows[path.name]["skipped"] = f"failed: {type(e).__name__}: {e}"
             continue
-        seconds = timing.median
-        reference_s = seconds if path.name == "reference" else reference_s
+        fns[path.name] = lambda fn=fn: fn(frames)
+        measured[path.name] = (path, out, mem.peak_mib, nvml.telemetry.summary())
+    with torch.no_grad():
+        timings = time_interleaved(fns, case.device, case.iters)
+
+    reference_s = timings["reference"].median if "reference" in timings else None
+    for name, (path, out, peak_mib, telemetry) in measured.items():
+        seconds = timings[name].median
         macs = encoder_macs(model.arch, model.stca, path.flops_impl) * case.frames
         tflops = 2 * macs * case.batch / seconds / 1e12
         top1 = score_ref(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
-        row.update(
+        rows[name].update(
             clips_per_s=case.batch / seconds,
             p50_ms=seconds * 1e3,
-            p90_ms=timing.percentile(90) * 1e3,
+            p90_ms=timings[name].percentile(90) * 1e3,
             speedup=(reference_s / seconds) if reference_s else None,
             max_rel_err=_rel_err(out, reference),
             top1_agreement=(top1 == ref_top1).float().mean().item(),
-            peak_mem_mib=mem.peak_mib,
+            peak_mem_mib=peak_mib,
             gflop_per_clip=2 * macs / 1e9,
             tflops=tflops,
             mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops else None,
-            telemetry=nvml.telemetry.summary(),
+            telemetry=telemetry,
         )
-        rows.append(row)
-    return rows
+    return list(rows.values())

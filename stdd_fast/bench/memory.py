@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import threading
 
@@ -18,11 +20,23 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS on entry holds no memory of earlier calls."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # not glibc: RSS growth then understates the peak, as documented
+        pass
+
+
 class PeakMemory:
     """``with PeakMemory(device) as m: ...`` then ``m.peak_mib``: the peak over the region.
 
     GPU: ``max_memory_allocated`` (reset on entry). CPU: the highest RSS sampled every 5 ms minus
-    the RSS on entry (what the region added).
+    the RSS on entry, after returning freed heap pages to the OS (``malloc_trim``): what the region
+    allocates (its activations), as far as the C allocator gives memory back between calls.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -41,6 +55,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            _trim_heap()
             self._base = self._high = _rss_bytes()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()

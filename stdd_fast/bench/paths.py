@@ -7,6 +7,7 @@ Path names: ``reference``, ``fused``, ``triton`` (the STCA implementations, eage
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import tempfile
 from collections.abc import Callable
@@ -70,22 +71,28 @@ def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype
 def build_callable(
     path: BenchPath, model: STDDModel, example: torch.Tensor, classifier=None, workdir: Path | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable ``frames [B, T, 3, S, S] -> embeddings [B, T, D]`` for ``path`` (set up and warmed)."""
+    """A callable ``frames [B, T, 3, S, S] -> embeddings [B, T, D]`` for ``path`` (set up and warmed).
+
+    Paths are timed interleaved, so each callable is self-contained: eager paths set their impl on
+    every call; compiled paths trace a copy of the model (a traced impl must not change under them);
+    a CUDA graph has its kernels fixed at capture.
+    """
     if path.mode == "onnxruntime":
         from stdd_fast.export import OnnxRuntimeRunner, export_onnx
 
         workdir = workdir or Path(tempfile.mkdtemp(prefix="stdd-bench-"))
-        onnx_path = export_onnx(model.set_impl("reference"), classifier, workdir / "bench.onnx",
-                                num_frames=example.shape[1], verify=False)  # fmt: skip
-        runner = OnnxRuntimeRunner(onnx_path)
+        onnx_path = export_onnx(model, classifier, workdir / "bench.onnx", num_frames=example.shape[1], verify=False)
+        runner = OnnxRuntimeRunner(onnx_path, session_options=_quiet_session_options())
         return lambda frames: runner(frames)[1]
-    model.set_impl(path.impl)
     with torch.no_grad():
-        model.encode_video(example)  # fill the index-table and folded-weight caches outside tracing/capture
         if path.mode == "compile":
-            compiled = torch.compile(model.encode_video)
+            own = copy.deepcopy(model).set_impl(path.impl)
+            own.encode_video(example)  # fill the index-table caches eagerly: tracing must not build them
+            compiled = torch.compile(own.encode_video)
             compiled(example)
             return compiled
+        model.set_impl(path.impl)
+        model.encode_video(example)  # fill the index-table and folded-weight caches outside capture
         if path.mode == "graph":
             static_in = example.clone()
             torch.cuda.synchronize(example.device)
@@ -99,4 +106,18 @@ def build_callable(
                 return static_out
 
             return replay
-    return model.encode_video
+
+    def eager(frames: torch.Tensor) -> torch.Tensor:
+        return model.set_impl(path.impl).encode_video(frames)
+
+    return eager
+
+
+def _quiet_session_options():
+    """ONNX Runtime options for sharing the CPU with torch: its idle threads must not spin between calls."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts

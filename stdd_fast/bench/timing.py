@@ -30,6 +30,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of ``fn`` (device time: CUDA events around it on GPU)."""
+    if device.type == "cuda":
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3
+    begin_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin_s
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, iters: int) -> dict[str, Timing]:
+    """Time several functions in rounds (one call of each per round), so drift hits all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            samples[name].append(time_once(fn, device))
+    return {name: Timing(tuple(values)) for name, values in samples.items()}
+
+
 def time_fn(
     fn: Callable[[], object],
     device: torch.device,
@@ -44,15 +67,5 @@ def time_fn(
     samples: list[float] = []
     start_all = time.perf_counter()
     while len(samples) < iters or (time.perf_counter() - start_all < min_seconds and len(samples) < 10 * iters):
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(begin.elapsed_time(end) / 1e3)
-        else:
-            begin_s = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - begin_s)
+        samples.append(time_once(fn, device))
     return Timing(tuple(samples))
