@@ -64,6 +64,23 @@ def test_smallest_run_writes_complete_json(tmp_path, capsys):
     assert plot.stat().st_size > 1000
 
 
+def test_video_end_to_end_names_the_decode_backend(tmp_path, capsys):
+    from video_fixtures import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", 40)
+    out = tmp_path / "e2e.json"
+    code = main(["--arch", "test-tiny", "--frames", "4", "--iters", "1", "--warmup", "0", "--device", "cpu",
+                 "--paths", "fused", "--video", str(clip), str(clip), "--json", str(out)])  # fmt: skip
+    assert code == 0
+    e2e = json.loads(out.read_text())["end_to_end"]
+    pyav = next(d for d in e2e["decode"] if d["backend"] == "pyav")
+    assert pyav["videos"] == 2 and pyav["frames_per_s"] > 0
+    stages = e2e["stages"][0]
+    assert stages["backends"] == {"pyav": 2} and not stages["failed"]
+    assert set(stages["stages"]) == {"decode", "preprocess", "encode", "score"}
+    assert "end to end, decode_backend=pyav" in capsys.readouterr().out
+
+
 def test_unavailable_path_is_reported_not_fatal(tmp_path):
     out = tmp_path / "b.json"
     assert (
