@@ -77,6 +77,17 @@ _FEED_DEPTH = 4  # decoded frames a source may run ahead of its window logic
 _POLL = 0.05  # seconds between checks of the stop flag in blocking waits
 
 
+def _put_until(items: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item``, waiting for room, unless ``stop`` is set first (then False)."""
+    while not stop.is_set():
+        try:
+            items.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 # -- configuration ---------------------------------------------------------------------------------------
 
 
@@ -312,13 +323,7 @@ class _Feed(threading.Thread):
             self._put(("error", e))
 
     def _put(self, item: tuple) -> bool:
-        while not self.cancelled.is_set():
-            try:
-                self.items.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _put_until(self.items, item, self.cancelled)
 
     def get(self, timeout: float, stopped: threading.Event) -> tuple | None:
         """The next item; None once ``stopped`` is set; raises _Stalled after ``timeout`` seconds without one."""
@@ -543,13 +548,7 @@ class _Hub:
                 return True
             except queue.Full:
                 return False
-        while not self.stopped.is_set():
-            try:
-                self.items.put(item, timeout=_POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _put_until(self.items, item, self.stopped)
 
 
 class WindowStream:
