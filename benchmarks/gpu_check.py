@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -30,6 +32,7 @@ from stdd_fast.head import score_ref
 from stdd_fast.stca_fused import (
     fold_sparse_projection,
     layer_norm_with_stats,
+    residual_layer_norm_ref,
     scatter_residual_ref,
     sparse_attention_ref,
 )
@@ -140,8 +143,9 @@ def correctness(run: Run, arch: str, frames_shape: tuple[int, ...], quick: bool 
 
 
 def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
-    from stdd_fast.kernels.stca_scatter import stca_scatter
-    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+    from stdd_fast.kernels.layer_norm import layer_norm_rows
+    from stdd_fast.kernels.stca_scatter import TILES, stca_scatter
+    from stdd_fast.kernels.stca_sparse_attention import head_groups, stca_sparse_attention
     from stdd_fast.kernels.stdd_head import stdd_score
 
     dev = run.device
@@ -176,6 +180,14 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
                 LOWP_FACTOR * ref_err + LOWP_ATOL,
                 reference_lowp_err=ref_err,
             )
+        worst = 0.0  # every launch split the tuner may pick must give the same bits
+        for group in head_groups(args[-1]):
+            again = torch.full_like(out, float("nan"))
+            stca_sparse_attention(*args, out=again, heads_per_program=group)
+            worst = max(worst, (again.float() - out.float()).abs().max().nan_to_num(float("inf")).item())
+        run.check(
+            f"kernel sparse-attention {dname}: every head grouping bit-identical", worst, 0.0, kind="max_abs_diff"
+        )
 
     full, mlp = torch.randn_like(x32), torch.randn_like(x32)
     sp = torch.randn(x32.shape[0], vis.shape[2] + 1, width, device=dev)
@@ -186,6 +198,26 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
         stca_scatter(*args, vis, src, out=out)
         ref_err = rel_err(scatter_residual_ref(*args, vis, src), exact)
         run.check(f"kernel scatter {dname}", rel_err(out, exact), 1e-5 if dname == "fp32" else 2 * ref_err + 1e-3)
+        worst = 0.0
+        for tile in TILES:
+            again = torch.full_like(out, float("nan"))
+            stca_scatter(*args, vis, src, out=again, tile=tile)
+            worst = max(worst, (again.float() - out.float()).abs().max().nan_to_num(float("inf")).item())
+        run.check(f"kernel scatter {dname}: every tile bit-identical", worst, 0.0, kind="max_abs_diff")
+
+    ln = block.ln_2
+    update = torch.randn_like(x32)
+    exact_full = update + x32
+    exact_ln = F.layer_norm(exact_full, (width,), ln.weight, ln.bias, ln.eps)
+    for dname, dtype in DTYPES.items():
+        low = [t.to(dtype) for t in (update, x32)]
+        full, normed, _, _ = layer_norm_rows(low[0], ln.weight, ln.bias, ln.eps, residual=low[1])
+        ref_full, ref_normed = residual_layer_norm_ref(*low, ln.weight, ln.bias, ln.eps)
+        bound = 1e-5 if dname == "fp32" else LOWP_FACTOR * rel_err(ref_normed, exact_ln) + LOWP_ATOL
+        run.check(f"kernel residual LayerNorm {dname}", rel_err(normed, exact_ln), bound)
+        # the sum is rounded once to the dtype, as PyTorch's add rounds it (within one rounding step)
+        ulp = torch.finfo(dtype).eps if dname != "fp32" else 0.0
+        run.check(f"kernel residual LayerNorm {dname}: the stored sum", rel_err(full, ref_full), ulp)
 
     f = F.normalize(torch.randn(32, 8, 512, device=dev), dim=-1)
     w = F.normalize(torch.randn(400, 224, 512, device=dev), dim=-1)
@@ -433,6 +465,22 @@ def profile_encoder(run: Run, arch: str, batch: int, paths: list[str]) -> None:
             print(f"    {row['ms']:8.3f} ms  x{row['calls']:4d}  {row['kernel']}")
 
 
+def launch_tuning_record() -> dict:
+    """The launch shapes the kernels' tuners chose per problem shape, with each candidate's time."""
+    if "stdd_fast.kernels" not in sys.modules:
+        return {}
+    kernels = [
+        importlib.import_module(f"stdd_fast.kernels.{name}") for name in ("stca_sparse_attention", "stca_scatter")
+    ]
+    record = {}
+    for tuner in (kernel.TUNER for kernel in kernels):
+        record[tuner.name] = [
+            {"key": str(key), "chosen": tuner.chosen[key], "ms": [[c, round(ms, 4)] for c, ms in timings]}
+            for key, timings in tuner.timings.items()
+        ]
+    return record
+
+
 SECTIONS = (
     "peak,kernels,l14,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
     "compiled-bf16,compile-graphs,compiled-fp16,profile"
@@ -497,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if key in only and not (args.smoke and key in ("peak", "l14", "profile")):
             run.section(name, fn, needs_s=needs)
 
+    run.results["launch_tuning"] = launch_tuning_record()
     failed = [c["check"] for c in run.results["correctness"] if not c["pass"]]
     run.results["failed_checks"] = failed
     run.save()

@@ -7,11 +7,17 @@ Each kernel computes a named PyTorch reference in ``stdd_fast`` (the pairing is 
 | ``stdd_fast::stca_sparse_attention`` | ``stca_sparse_attention`` | ``stdd_fast.stca_fused.sparse_attention_ref`` |
 | ``stdd_fast::stca_scatter`` | ``stca_scatter`` | ``stdd_fast.stca_fused.scatter_residual_ref`` |
 | ``stdd_fast::stdd_score`` | ``stdd_head`` | ``stdd_fast.head.score_ref`` |
+| ``stdd_fast::layer_norm_stats`` | ``layer_norm`` | ``stdd_fast.stca_fused.layer_norm_stats`` |
+| ``stdd_fast::residual_layer_norm`` | ``layer_norm`` | ``stdd_fast.stca_fused.residual_layer_norm_ref`` |
 
 As custom ops they are opaque to ``torch.compile`` (fake implementations give their shapes) and
-capture into CUDA graphs. Their backward recomputes the reference under autograd, so training
-through ``impl="triton"`` gives the reference's gradients. Importing this package imports triton:
-``stdd_fast`` imports it only when ``impl`` resolves to ``"triton"``.
+capture into CUDA graphs; under ``torch.compile`` the two LayerNorms are traced as PyTorch instead,
+so inductor fuses them with their neighbours. The sparse-attention and scatter launches pick their
+launch shape per problem shape on the first eager call on CUDA (``launch_tuning``), so warm up
+before capturing a CUDA graph (the engine and the benchmarks do). Their backward recomputes the
+reference under autograd, so training through ``impl="triton"`` gives the reference's gradients.
+Importing this package imports triton: ``stdd_fast`` imports it only when ``impl`` resolves to
+``"triton"``.
 """
 
 from __future__ import annotations
@@ -19,10 +25,18 @@ from __future__ import annotations
 import torch
 
 from stdd_fast.head import score_ref
+from stdd_fast.kernels.layer_norm import layer_norm_rows
 from stdd_fast.kernels.stca_scatter import stca_scatter
 from stdd_fast.kernels.stca_sparse_attention import fits, stca_sparse_attention
 from stdd_fast.kernels.stdd_head import stdd_score
-from stdd_fast.stca_fused import SparseProjection, scatter_residual_ref, sparse_attention_ref
+from stdd_fast.stca_fused import (
+    FusedPieces,
+    SparseProjection,
+    layer_norm_stats,
+    residual_layer_norm_ref,
+    scatter_residual_ref,
+    sparse_attention_ref,
+)
 
 
 def _projection(const: torch.Tensor, gain_sum: torch.Tensor, head: torch.Tensor) -> SparseProjection:
@@ -37,14 +51,16 @@ def _recompute_backward(reference, num_tensor_inputs: int):
         ctx.save_for_backward(*inputs[:num_tensor_inputs])
         ctx.extra = inputs[num_tensor_inputs:]
 
-    def backward(ctx, grad):
+    def backward(ctx, *grads_out):
         saved = ctx.saved_tensors
         needs = ctx.needs_input_grad[:num_tensor_inputs]
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(need) for t, need in zip(saved, needs, strict=True)]
-            out = reference(*leaves, *ctx.extra)
+            outs = reference(*leaves, *ctx.extra)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            pairs = [(o, g) for o, g in zip(outs, grads_out, strict=True) if g is not None and o.requires_grad]
             wanted = [t for t in leaves if t.requires_grad]
-            grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True))
+            grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True))
         return tuple(next(grads) if t.requires_grad else None for t in leaves) + (None,) * len(ctx.extra)
 
     return setup_context, backward
@@ -101,6 +117,40 @@ _setup, _backward = _recompute_backward(scatter_residual_ref, 6)
 _scatter_op.register_autograd(_backward, setup_context=_setup)
 
 
+@torch.library.custom_op("stdd_fast::layer_norm_stats", mutates_args=())
+def _layer_norm_op(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return layer_norm_rows(x, weight, bias, eps)[1:]
+
+
+@_layer_norm_op.register_fake
+def _(x, weight, bias, eps):
+    stats = x.new_empty(*x.shape[:-1], 1, dtype=torch.float32)
+    return torch.empty_like(x), stats, torch.empty_like(stats)
+
+
+_setup, _backward = _recompute_backward(layer_norm_stats, 3)
+_layer_norm_op.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("stdd_fast::residual_layer_norm", mutates_args=())
+def _residual_layer_norm_op(
+    update: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    full, normed, _, _ = layer_norm_rows(update, weight, bias, eps, residual=x)
+    return full, normed
+
+
+@_residual_layer_norm_op.register_fake
+def _(update, x, weight, bias, eps):
+    return torch.empty_like(update), torch.empty_like(update)
+
+
+_setup, _backward = _recompute_backward(residual_layer_norm_ref, 4)
+_residual_layer_norm_op.register_autograd(_backward, setup_context=_setup)
+
+
 @torch.library.custom_op("stdd_fast::stdd_score", mutates_args=())
 def _score_op(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     return stdd_score(embeddings, weights, logit_scale)
@@ -118,6 +168,30 @@ _score_op.register_autograd(_backward, setup_context=_setup)
 def _eager_inference() -> bool:
     """No autograd and no tracing: call the launchers directly (the custom-op layer costs ~20 us a call)."""
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def layer_norm_triton(x, weight, bias, eps: float):
+    """Drop-in for ``layer_norm_stats`` running the Triton kernel: (normed, mean, rstd).
+
+    Under ``torch.compile`` the PyTorch function is traced instead: inductor fuses it with its neighbours.
+    """
+    if weight is None or bias is None or torch.compiler.is_compiling():
+        return layer_norm_stats(x, weight, bias, eps)
+    if _eager_inference():
+        return layer_norm_rows(x, weight, bias, eps)[1:]
+    return _layer_norm_op(x, weight, bias, eps)
+
+
+def residual_layer_norm_triton(update, x, weight, bias, eps: float):
+    """Drop-in for ``residual_layer_norm_ref`` running the Triton kernel: (update + x, its LayerNorm).
+
+    Under ``torch.compile`` the PyTorch function is traced instead: inductor fuses it with its neighbours.
+    """
+    if weight is None or bias is None or torch.compiler.is_compiling():
+        return residual_layer_norm_ref(update, x, weight, bias, eps)
+    if _eager_inference():
+        return layer_norm_rows(update, weight, bias, eps, residual=x)[:2]
+    return _residual_layer_norm_op(update, x, weight, bias, eps)
 
 
 def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
@@ -149,4 +223,18 @@ def score_triton(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: t
     return _score_op(embeddings, weights.to(embeddings.device), scale)
 
 
-__all__ = ["scatter_residual_triton", "score_triton", "sparse_attention_triton"]
+TRITON_PIECES = FusedPieces(
+    layer_norm=layer_norm_triton,
+    residual_layer_norm=residual_layer_norm_triton,
+    sparse_attention=sparse_attention_triton,
+    scatter_residual=scatter_residual_triton,
+)
+
+__all__ = [
+    "TRITON_PIECES",
+    "layer_norm_triton",
+    "residual_layer_norm_triton",
+    "scatter_residual_triton",
+    "score_triton",
+    "sparse_attention_triton",
+]

@@ -2,7 +2,8 @@
 
 One pass writes the whole block output: masked patches get ``F + MLP``; the CLS and visible rows get
 ``Abar + MLP`` with ``Abar = mean_s Y_s + sparse_proj`` (CLS: ``x_cls + sparse_proj[0]``), the shifted
-channels of ``mean_s Y_s`` read straight from the neighbouring frames' visible slots.
+channels of ``mean_s Y_s`` read straight from the neighbouring frames' visible slots. The tile
+shape is tuned per problem shape on CUDA (:mod:`stdd_fast.kernels.launch_tuning`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from stdd_fast.kernels.launch_tuning import LaunchTuner
 
 
 @triton.jit
@@ -74,6 +77,17 @@ def _stca_scatter_kernel(
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=m2)
 
 
+# elementwise: every tiling writes the same bits; the first is the untuned default
+TILES = [
+    {"block_l": 32, "block_d": 128, "warps": 4},
+    {"block_l": 16, "block_d": 256, "warps": 4},
+    {"block_l": 64, "block_d": 128, "warps": 8},
+    {"block_l": 8, "block_d": 512, "warps": 4},
+    {"block_l": 32, "block_d": 256, "warps": 8},
+]
+TUNER = LaunchTuner("stca_scatter")
+
+
 def stca_scatter(
     full: torch.Tensor,
     mlp: torch.Tensor,
@@ -82,8 +96,13 @@ def stca_scatter(
     visible: torch.Tensor,
     source_maps: torch.Tensor,
     out: torch.Tensor | None = None,
+    tile: dict | None = None,
 ) -> torch.Tensor:
-    """Triton launch of ``scatter_residual_ref`` (same arguments, same result): [BT, L, D] (into ``out`` if given)."""
+    """Triton launch of ``scatter_residual_ref`` (same arguments, same result): [BT, L, D] (into ``out`` if given).
+
+    ``out`` must not share memory with an input. ``tile`` (one of ``TILES``) fixes the launch shape;
+    ``None`` lets :mod:`launch_tuning` pick it per shape on CUDA.
+    """
     bt, length, d = x.shape
     t, v = visible.shape[1], visible.shape[2]
     s, _, c = source_maps.shape
@@ -98,34 +117,20 @@ def stca_scatter(
     src = source_maps.to(torch.int32).contiguous()
     if out is None:
         out = torch.empty_like(full)
-    block_l, block_d = 32, 128
-    grid = (bt, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
-    _stca_scatter_kernel[grid](
-        full,
-        mlp,
-        x,
-        sparse_proj,
-        inverse,
-        vis,
-        src,
-        out,
-        x.stride(0),
-        x.stride(1),
-        sparse_proj.stride(0),
-        sparse_proj.stride(1),
-        inverse.stride(0) if inverse.shape[0] > 1 else 0,
-        inverse.stride(1),
-        vis.stride(0) if vis.shape[0] > 1 else 0,
-        vis.stride(1),
-        src.stride(0),
-        src.stride(1),
-        T=t,
-        L=length,
-        D=d,
-        C=c,
-        S=s,
-        BLOCK_L=block_l,
-        BLOCK_D=block_d,
-        num_warps=4,
-    )
+    elif any(out.data_ptr() == t.data_ptr() for t in (full, mlp, x)):
+        raise ValueError("stca_scatter: out must not share memory with full, mlp or x")
+
+    def launch(config: dict) -> None:
+        block_l, block_d = config["block_l"], config["block_d"]
+        grid = (bt, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
+        _stca_scatter_kernel[grid](
+            full, mlp, x, sparse_proj, inverse, vis, src, out,
+            x.stride(0), x.stride(1), sparse_proj.stride(0), sparse_proj.stride(1),
+            inverse.stride(0) if inverse.shape[0] > 1 else 0, inverse.stride(1),
+            vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
+            T=t, L=length, D=d, C=c, S=s, BLOCK_L=block_l, BLOCK_D=block_d, num_warps=config["warps"],
+        )  # fmt: skip
+
+    key = (bt, t, v, length, d, s, c, x.dtype)
+    launch(tile if tile is not None else TUNER.pick(key, TILES, launch, x.device))
     return out

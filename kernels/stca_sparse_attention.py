@@ -1,18 +1,22 @@
 """Triton kernel: STCA's sparse path in one launch. Reference: ``stdd_fast.stca_fused.sparse_attention_ref``.
 
-One program per frame. For every temporal scale it
+One program per frame and group of heads (how many heads a program takes is tuned per shape on
+CUDA: :mod:`stdd_fast.kernels.launch_tuning`). For every temporal scale it
 
 1. gathers the shifted channels of the frame's visible slots straight from the neighbouring
    frames (no shifted copy in memory) and rebuilds the mixed tokens' LayerNorm statistics: the
-   update coefficients of ``stdd_fast.stca_fused``, once per frame and scale, shared by all heads;
-2. for each head, gathers the visible tokens' full-path projections (CLS first), applies the
+   update coefficients of ``stdd_fast.stca_fused``, once per program and scale, shared by its heads;
+2. for each of its heads, gathers the visible tokens' full-path projections (CLS first), applies the
    rank-C update (ratio * qkv_z + (1 - r) c - rstd_y dmu g + rstd_y delta W_g^T) and runs softmax
    attention over the 1 + V tokens of the frame;
 
-and accumulates the mean over scales in fp32 in its own output rows (the epilogue casts to the
-input dtype). An earlier design with one program per (frame, head, query block) re-gathered the
-shifted channels for every head and query block (36x the scattered loads at B/16) and ran no faster
-than the PyTorch fused path on an H100 (benchmarks/results/gpu_check_h100_run1.json).
+and accumulates the mean over scales in fp32 (the last scale writes the output dtype). Splitting
+a frame's heads over several programs recomputes step 1 once per program: more parallelism (a
+batch-1 clip is only 8 frames) for more gathers. An earlier design with one program per (frame,
+head, query block) re-gathered the shifted channels for every head and query block (36x the
+scattered loads at B/16) and ran no faster than the PyTorch fused path on an H100
+(benchmarks/results/gpu_check_h100_run1.json); all heads in one program (the first candidate, the
+untuned default) ran the B/16 encoder at 1.78x the reference (gpu_check_h100_run2.json).
 
 Statistics, the update and softmax are fp32; in fp16/bf16 the dots take fp16/bf16 operands
 with fp32 accumulation, in fp32 they are exact (``input_precision="ieee"``, no TF32).
@@ -24,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from stdd_fast.kernels.launch_tuning import LaunchTuner
 from stdd_fast.stca_fused import SparseProjection
 
 # One program holds a frame's CLS + visible rows in a power-of-two tile: 128 rows (ViT-B/16: 1 + 98)
@@ -138,6 +143,7 @@ def _stca_sparse_attention_kernel(
     gain_ptr,
     w_ptr,
     acc_ptr,
+    out_ptr,
     sq_f,
     sq_l,
     sx_f,
@@ -150,8 +156,9 @@ def _stca_sparse_attention_kernel(
     sw_o,
     sa_f,
     sa_r,
+    so_f,
+    so_r,
     sm_scale,
-    num_heads,
     T: tl.constexpr,
     D: tl.constexpr,
     HD: tl.constexpr,
@@ -161,8 +168,10 @@ def _stca_sparse_attention_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    HEADS: tl.constexpr,
 ):
     frame = tl.program_id(0)
+    first_head = tl.program_id(1) * HEADS
     vid = frame // T
     t = frame % T
     rows = tl.arange(0, BLOCK_N)  # row 0: CLS, rows 1..V: visible slots, the rest padding
@@ -178,7 +187,8 @@ def _stca_sparse_attention_kernel(
             rows, row_ok, tok, frame, vid, t, x_ptr, vis_ptr, src_ptr, mean_z, rstd_z, s,
             sx_f, sx_l, sv_b, sv_t, ss_s, ss_t, T, D, C, BLOCK_C,
         )  # fmt: skip
-        for head in range(num_heads):
+        for group_head in range(HEADS):
+            head = first_head + group_head
             q = _shifted(0, _head_rows(0, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
                          coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
             k = _shifted(1, _head_rows(1, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
@@ -192,11 +202,24 @@ def _stca_sparse_attention_kernel(
             p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
             p = p / tl.sum(p, axis=1)[:, None]
             o = (tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))) / S
-            ptrs = acc_ptr + frame * sa_f + rows[:, None] * sa_r + head * HD + d[None, :]
-            if s == 0:
-                tl.store(ptrs, o, mask=row_ok[:, None])
-            else:  # the mean over scales accumulates in fp32 in the program's own output rows
-                tl.store(ptrs, tl.load(ptrs, mask=row_ok[:, None], other=0.0) + o, mask=row_ok[:, None])
+            cols = head * HD + d[None, :]
+            acc_ptrs = acc_ptr + frame * sa_f + rows[:, None] * sa_r + cols
+            out_ptrs = out_ptr + frame * so_f + rows[:, None] * so_r + cols
+            # the mean over scales accumulates in fp32; the last scale writes the output dtype
+            if s > 0:
+                o += tl.load(acc_ptrs, mask=row_ok[:, None], other=0.0)
+            if s == S - 1:
+                tl.store(out_ptrs, o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+            else:
+                tl.store(acc_ptrs, o, mask=row_ok[:, None])
+
+
+def head_groups(num_heads: int) -> list[int]:
+    """Heads per program the launch may use: the divisors of ``num_heads``, all heads (one program per frame) first."""
+    return [g for g in range(num_heads, 0, -1) if num_heads % g == 0]
+
+
+TUNER = LaunchTuner("stca_sparse_attention")
 
 
 def stca_sparse_attention(
@@ -209,8 +232,14 @@ def stca_sparse_attention(
     proj: SparseProjection,
     num_heads: int,
     out: torch.Tensor | None = None,
+    heads_per_program: int | None = None,
 ) -> torch.Tensor:
-    """Triton launch of ``sparse_attention_ref`` (same arguments, same result): [BT, 1+V, D] (into ``out`` if given)."""
+    """Triton launch of ``sparse_attention_ref`` (same arguments, same result): [BT, 1+V, D] (into ``out`` if given).
+
+    ``heads_per_program`` (a divisor of ``num_heads``) splits each frame's heads over that many
+    programs' worth of work; ``None`` lets :mod:`launch_tuning` pick it per shape on CUDA (the
+    result is bit-identical for every choice: each head's arithmetic is the same).
+    """
     bt, length, d = x.shape
     t = visible.shape[1]
     v = visible.shape[2]
@@ -220,24 +249,34 @@ def stca_sparse_attention(
         raise ValueError("stca_sparse_attention needs the channel dimension contiguous")
     if not fits(v):
         raise ValueError(f"stca_sparse_attention takes <= {MAX_SPARSE_ROWS - 1} visible patches per frame, got {v}")
+    if heads_per_program is not None and num_heads % heads_per_program:
+        raise ValueError(f"heads_per_program={heads_per_program} does not divide num_heads={num_heads}")
     mean = mean.reshape(bt, length).contiguous()
     rstd = rstd.reshape(bt, length).contiguous()
     vis = visible.to(torch.int32).contiguous()
     src = source_maps.to(torch.int32).contiguous()
     head_w = proj.head.contiguous()  # [3D, C]
-    fp32_out = out is not None and out.dtype == torch.float32
-    acc = out if fp32_out else torch.empty(bt, v + 1, d, device=x.device, dtype=torch.float32)
-    block_n = max(16, triton.next_power_of_2(v + 1))
-    _stca_sparse_attention_kernel[(bt,)](
-        qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, acc,
-        qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0),
-        vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
-        head_w.stride(0), acc.stride(0), acc.stride(1), hd**-0.5, num_heads,
-        T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_N=block_n, BLOCK_C=max(16, triton.next_power_of_2(c)),
-        DOT_FP32=x.dtype == torch.float32, num_warps=8 if block_n <= 128 else 16,
-    )  # fmt: skip
-    if fp32_out:
-        return out
     if out is None:
-        return acc.to(x.dtype)
-    return out.copy_(acc)
+        out = torch.empty(bt, v + 1, d, device=x.device, dtype=x.dtype)
+    # fp32 partial sums of the mean over scales (none needed for one scale, or when out is fp32)
+    acc = out if s == 1 or out.dtype == torch.float32 else torch.empty(out.shape, device=x.device, dtype=torch.float32)
+    block_n = max(16, triton.next_power_of_2(v + 1))
+
+    def launch(config: dict) -> None:
+        heads = config["heads"]
+        _stca_sparse_attention_kernel[(bt, num_heads // heads)](
+            qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, acc, out,
+            qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0),
+            vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
+            head_w.stride(0), acc.stride(0), acc.stride(1), out.stride(0), out.stride(1), hd**-0.5,
+            T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_N=block_n, BLOCK_C=max(16, triton.next_power_of_2(c)),
+            DOT_FP32=x.dtype == torch.float32, HEADS=heads, num_warps=8 if block_n <= 128 else 16,
+        )  # fmt: skip
+
+    if heads_per_program is not None:
+        config = {"heads": heads_per_program}
+    else:
+        key = (bt, t, v, d, num_heads, s, c, x.dtype, qkv.stride(1), x.stride(1))
+        config = TUNER.pick(key, [{"heads": g} for g in head_groups(num_heads)], launch, x.device)
+    launch(config)
+    return out

@@ -96,7 +96,8 @@ class STDDModel(CLIP):
         if frames.ndim != 5:
             raise ConfigError(f"encode_video expects frames [B, T, 3, H, W]; got shape {tuple(frames.shape)}")
         b, t = frames.shape[:2]
-        x = self.visual._embeds(frames.flatten(0, 1).to(self.visual.conv1.weight.dtype))  # [B*T, L, D]
+        frames = frames.flatten(0, 1).to(self.visual.conv1.weight.dtype)
+        x = ops.embed_frames(self.visual, frames, self.impl)  # [B*T, L, D]
         for block in self.blocks:
             x = block(x, num_frames=t) if isinstance(block, STCABlock) else block(x)
         pooled, _ = self.visual._pool(x)  # ln_post of the class token: [B*T, D]

@@ -33,7 +33,9 @@ The output is ``out = F + MLP(LN2 F)`` with the CLS and visible rows overwritten
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,25 +69,43 @@ def fold_sparse_projection(block: nn.Module, channels: int, dtype: torch.dtype) 
     return SparseProjection(update, const, gain_sum, head.to(dtype))
 
 
-def layer_norm_with_stats(norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LayerNorm in fp32, cast back (OpenAI CLIP semantics), and its fp32 mean and rstd [N, L, 1].
+def layer_norm_stats(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm over the last dim in fp32, cast back (OpenAI CLIP semantics), and its fp32 mean and rstd [..., 1].
 
     CUDA's LayerNorm already computes in fp32 and returns fp32 statistics for fp16/bf16 input, so it
     runs in one pass there; elsewhere low-precision input is upcast first (CPU keeps input-dtype
     statistics). Under autograd the statistics are recomputed differentiably (``native_layer_norm``
     returns them as non-differentiable outputs, and the sparse path's projections depend on them).
+    The Triton kernel ``stdd_fast.kernels.layer_norm`` computes this function.
     """
-    weight, bias = norm.weight, norm.bias
     one_pass = x.is_cuda or x.dtype == torch.float32
     xin = x if one_pass else x.float()
     if not one_pass:
         weight = weight.float() if weight is not None else None
         bias = bias.float() if bias is not None else None
-    out, mean, rstd = torch.native_layer_norm(xin, norm.normalized_shape, weight, bias, norm.eps)
+    out, mean, rstd = torch.native_layer_norm(xin, x.shape[-1:], weight, bias, eps)
     if torch.is_grad_enabled() and x.requires_grad:
         var, mean = torch.var_mean(x.float(), dim=-1, correction=0, keepdim=True)
-        rstd = torch.rsqrt(var + norm.eps)
+        rstd = torch.rsqrt(var + eps)
     return out.to(x.dtype), mean.float(), rstd.float()
+
+
+def layer_norm_with_stats(norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`layer_norm_stats` with the parameters of ``norm``."""
+    return layer_norm_stats(x, norm.weight, norm.bias, norm.eps)
+
+
+def residual_layer_norm_ref(
+    update: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F = update + x`` (rounded to x's dtype) and the LayerNorm of the stored ``F``: (F, LN(F)).
+
+    The Triton kernel ``stdd_fast.kernels.layer_norm`` computes both in one pass.
+    """
+    full = update + x
+    return full, layer_norm_stats(full, weight, bias, eps)[0]
 
 
 def attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -201,31 +221,39 @@ def silu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.linear(hidden, proj_w, proj.bias)
 
 
+class FusedPieces(NamedTuple):
+    """The fusable pieces of the fused block, each a function of plain tensors (Triton replaces them)."""
+
+    layer_norm: Callable = layer_norm_stats
+    residual_layer_norm: Callable = residual_layer_norm_ref
+    sparse_attention: Callable = sparse_attention_ref
+    scatter_residual: Callable = scatter_residual_ref
+
+
+PYTORCH_PIECES = FusedPieces()
+
+
 def stca_block_fused(
     block: nn.Module,
     x: torch.Tensor,
     visible: torch.Tensor,
     source_maps: torch.Tensor,
-    sparse_attention=sparse_attention_ref,
-    scatter_residual=scatter_residual_ref,
+    pieces: FusedPieces = PYTORCH_PIECES,
 ) -> torch.Tensor:
-    """One STCA block with the algebraic rewrite; same arguments and result as ``stca_block_ref``.
-
-    ``sparse_attention`` and ``scatter_residual`` are the two fusable pieces (Triton replaces them).
-    """
+    """One STCA block with the algebraic rewrite; same arguments and result as ``stca_block_ref``."""
     if not (isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)):
         raise ConfigError("the fused STCA path supports CLIP blocks without LayerScale; use impl='reference'")
     heads = block.attn.num_heads
-    attn = block.attn
-    h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
+    attn, ln_1, ln_2 = block.attn, block.ln_1, block.ln_2
+    h, mean, rstd = pieces.layer_norm(x, ln_1.weight, ln_1.bias, ln_1.eps)
     qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # [BT, L, 3D]
-    full = F.linear(attention(qkv, heads), attn.out_proj.weight, attn.out_proj.bias).add_(x)  # F
-    normed = layer_norm_with_stats(block.ln_2, full)[0]
+    attn_proj = F.linear(attention(qkv, heads), attn.out_proj.weight, attn.out_proj.bias)
+    full, normed = pieces.residual_layer_norm(attn_proj, x, ln_2.weight, ln_2.bias, ln_2.eps)  # F, LN2(F)
     mlp = silu_mlp(block.mlp, normed) if isinstance(block.mlp.gelu, QuickGELU) else block.mlp(normed)
 
-    params = (attn.in_proj_weight, attn.in_proj_bias, block.ln_1.weight, block.ln_1.bias)
+    params = (attn.in_proj_weight, attn.in_proj_bias, ln_1.weight, ln_1.bias)
     channels = source_maps.shape[-1]
     proj = folded(block, f"sparse{channels}", params, lambda: fold_sparse_projection(block, channels, x.dtype))
-    sparse = sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, heads)  # [BT, 1+V, D]
+    sparse = pieces.sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, heads)  # [BT, 1+V, D]
     sparse_proj = F.linear(sparse, attn.out_proj.weight, attn.out_proj.bias)  # one out-projection for all scales
-    return scatter_residual(full, mlp, x, sparse_proj, visible, source_maps)
+    return pieces.scatter_residual(full, mlp, x, sparse_proj, visible, source_maps)

@@ -33,8 +33,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 MODES = [("none", False, True), ("seeded", False, True), ("official", False, True), ("none", True, False)]
 
 
-def _block_inputs(grid, B, T, shuffle="none", training=False, repeat=True, width=64, heads=4):
-    cfg = STCAConfig(shuffle=shuffle, spatial_repeat=repeat, seed=1)
+def _block_inputs(grid, B, T, shuffle="none", training=False, repeat=True, width=64, heads=4, scales=(1, 2), fold=32):
+    cfg = STCAConfig(shuffle=shuffle, spatial_repeat=repeat, seed=1, temporal_scale=scales, channel_fold=fold)
     model = randomize_(create_model(small_arch(grid, width=width, heads=heads), stca=cfg), seed=grid).to(DEVICE)
     block = model.blocks[0].train(training)
     x = torch.randn(B * T, grid * grid + 1, width, device=DEVICE)
@@ -59,6 +59,28 @@ def test_sparse_attention_kernel(shuffle, training, repeat, grid, B, T):
         f"sparse-attention kernel ({shuffle}, train={training}, grid={grid}, B={B}, T={T})", max_rel_err(out, ref)
     )
     assert err <= FP32_MAX_REL
+
+
+@pytest.mark.parametrize("scales, fold", [((1, 2), 32), ((1,), 32), ((1, 2, 3), 8)])
+def test_sparse_kernel_head_groups_are_bit_identical(scales, fold):
+    """Every heads-per-program split (the tuned launch parameter) gives the same bits, for 1, 2 and 3 scales."""
+    block, x, vis, src = _block_inputs(12, 2, 4, "seeded", scales=scales, fold=fold)
+    heads = block.attn.num_heads
+    with torch.no_grad():
+        h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
+        qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
+        proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
+        args = (qkv, x, mean, rstd, vis, src, proj, heads)
+        ref = sparse_attention_ref(*args)
+        outs = {}
+        for group in (1, 2, heads):
+            outs[group] = torch.full_like(ref, float("nan"))
+            stca_sparse_attention(*args, out=outs[group], heads_per_program=group)
+        with pytest.raises(ValueError, match="heads_per_program=3 does not divide num_heads=4"):
+            stca_sparse_attention(*args, heads_per_program=3)
+    err = report(f"sparse-attention kernel, {len(scales)} scale(s), head groups", max_rel_err(outs[1], ref))
+    assert err <= FP32_MAX_REL
+    assert torch.equal(outs[1], outs[2]) and torch.equal(outs[1], outs[heads])
 
 
 def test_l14_grid_takes_the_pytorch_sparse_path():
@@ -89,6 +111,51 @@ def test_scatter_kernel(shuffle, training, repeat, grid, B, T):
     assert err <= FP32_MAX_REL
 
 
+@pytest.mark.parametrize("shape", [(3, 17, 64), (5, 48), (2, 7, 100), (1, 1, 768)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_layer_norm_kernel(shape, residual):
+    """LN1 (normed rows + fp32 stats) and LN2 (residual add, then LN of the stored sum) against the references."""
+    from stdd_fast.kernels.layer_norm import layer_norm_rows
+    from stdd_fast.stca_fused import layer_norm_stats, residual_layer_norm_ref
+
+    d = shape[-1]
+    gen = torch.Generator().manual_seed(d)
+    x = (3 * torch.randn(shape, generator=gen) + 1).to(DEVICE)
+    update = torch.randn(shape, generator=gen).to(DEVICE)
+    weight = (1 + 0.2 * torch.randn(d, generator=gen)).to(DEVICE)
+    bias = (0.1 * torch.randn(d, generator=gen)).to(DEVICE)
+    if residual:
+        total, normed, mean, rstd = layer_norm_rows(update, weight, bias, 1e-5, residual=x)
+        ref_total, ref_normed = residual_layer_norm_ref(update, x, weight, bias, 1e-5)
+        _, ref_mean, ref_rstd = layer_norm_stats(ref_total, weight, bias, 1e-5)
+        assert torch.equal(total, ref_total)
+    else:
+        total, normed, mean, rstd = layer_norm_rows(x, weight, bias, 1e-5)
+        ref_normed, ref_mean, ref_rstd = layer_norm_stats(x, weight, bias, 1e-5)
+        assert total is x
+    assert mean.shape == rstd.shape == (*shape[:-1], 1) and mean.dtype == rstd.dtype == torch.float32
+    err = max(max_rel_err(normed, ref_normed), max_rel_err(mean, ref_mean), max_rel_err(rstd, ref_rstd))
+    assert report(f"LayerNorm kernel {shape} residual={residual}", err) <= FP32_MAX_REL
+
+
+def test_scatter_kernel_tiles_are_bit_identical():
+    """Every tile shape the launch may be tuned to writes the same bits; out may not alias an input."""
+    from stdd_fast.kernels.stca_scatter import TILES
+
+    _, x, vis, src = _block_inputs(12, 2, 3, "seeded")
+    full, mlp = torch.randn_like(x), torch.randn_like(x)
+    sparse_proj = torch.randn(x.shape[0], vis.shape[2] + 1, x.shape[2], device=DEVICE)
+    outs = []
+    for tile in TILES:
+        outs.append(torch.full_like(x, float("nan")))
+        stca_scatter(full, mlp, x, sparse_proj, vis, src, out=outs[-1], tile=tile)
+    ref = scatter_residual_ref(full, mlp, x, sparse_proj, vis, src)
+    assert report("scatter kernel, every tile", max(max_rel_err(o, ref) for o in outs)) <= FP32_MAX_REL
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    with pytest.raises(ValueError, match="must not share memory"):
+        stca_scatter(full, mlp, x, sparse_proj, vis, src, out=full)
+
+
 @pytest.mark.parametrize("B, T, K, N, D", [(3, 8, 7, 9, 32), (1, 1, 4, 70, 48), (17, 3, 5, 5, 64), (2, 5, 3, 130, 16)])
 def test_head_kernel(B, T, K, N, D):
     f = F.normalize(torch.randn(B, T, D, device=DEVICE), dim=-1)
@@ -115,6 +182,17 @@ def test_triton_encoder_matches_reference(shuffle, training):
         f"triton encoder vs reference ({shuffle}, train={training})", max_rel_err(out["triton"], out["reference"])
     )
     assert err <= FP32_MAX_REL
+
+
+def test_compiled_triton_encoder_has_no_graph_breaks():
+    """torch.compile(fullgraph=True) traces the triton path whole: every kernel is an opaque custom op."""
+    model = randomize_(create_model(small_arch(8, layers=2), stca=STCAConfig(shuffle="seeded")), 5).to(DEVICE).eval()
+    frames = torch.randn(2, 3, 3, 32, 32, device=DEVICE)
+    with torch.no_grad():
+        ref = model.encode_video(frames)
+        model.set_impl("triton")
+        out = torch.compile(model.encode_video, fullgraph=True)(frames)
+    assert report("compiled triton encoder vs reference", max_rel_err(out, ref)) <= FP32_MAX_REL
 
 
 def test_triton_gradients_match_reference():
@@ -156,6 +234,17 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(
         torch.ops.stdd_fast.stca_sparse_attention.default,
         args,
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
+    ln = block.ln_2
+    torch.library.opcheck(
+        torch.ops.stdd_fast.layer_norm_stats.default,
+        (x, ln.weight.detach(), ln.bias.detach(), ln.eps),
+        test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
+    )
+    torch.library.opcheck(
+        torch.ops.stdd_fast.residual_layer_norm.default,
+        (qkv[..., : x.shape[-1]].contiguous(), x, ln.weight.detach(), ln.bias.detach(), ln.eps),
         test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"),
     )
     f = F.normalize(torch.randn(2, 3, 16, device=DEVICE), dim=-1)
