@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import stdd_fast
 from stdd_fast import STCAConfig, create_model
 from stdd_fast.bench.environment import environment
+from stdd_fast.bench.paths import COMPILE_MODES
 from stdd_fast.bench.peak import matrix_peak_tflops
 from stdd_fast.bench.telemetry import NvmlSampler
 from stdd_fast.bench.timing import time_fn
@@ -307,9 +308,9 @@ def compiled_and_graphs(run: Run, arch: str, frames_shape) -> None:
 
 def compiled_encoder(model, clip: torch.Tensor, mode: str):
     """The callable a timing path runs: eager, ``torch.compile``d, or a captured CUDA graph (replay)."""
-    if mode == "compile":
+    if mode in COMPILE_MODES:
         model.encode_video(clip)  # fill the index-table caches eagerly: tracing must not build them
-        fn = torch.compile(model.encode_video)
+        fn = torch.compile(model.encode_video, mode=COMPILE_MODES[mode])
         fn(clip)
         return lambda: fn(clip)
     if mode == "graph":
@@ -333,7 +334,7 @@ def time_encoder(run: Run, arch: str, dtype_name: str, batch: int, frames: int, 
     reference_s = None
     for path in paths:
         mode, _, impl = path.rpartition(":")
-        if mode == "compile" and run.left() < 60:
+        if mode in COMPILE_MODES and run.left() < (150 if mode == "autotune" else 60):
             run.results["skipped"].append(f"encoder {dtype_name} B={batch} {path} (time budget)")
             continue
         model.set_impl(impl)
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = (2, 8, 3, size, size)
     eager = ["reference", "fused", "triton"]
     graphs = [] if args.smoke else ["graph:reference", "graph:triton"]
-    compiled = ["reference", "compile:reference", "compile:fused", "compile:triton"]
+    compiled = ["reference", "compile:reference", "compile:fused", "compile:triton", "autotune:triton"]
     plan = [
         ("peak", "matrix peak", peaks, 0),
         ("kernels", "kernels vs references", lambda: kernel_correctness(run, arch, 2, 8), 0),

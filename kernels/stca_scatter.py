@@ -21,7 +21,6 @@ def _stca_scatter_kernel(
     mlp_ptr,
     x_ptr,
     sp_ptr,
-    inv_ptr,
     vis_ptr,
     src_ptr,
     out_ptr,
@@ -29,8 +28,6 @@ def _stca_scatter_kernel(
     s_l,
     ssp_f,
     ssp_r,
-    si_b,
-    si_t,
     sv_b,
     sv_t,
     ss_s,
@@ -40,8 +37,10 @@ def _stca_scatter_kernel(
     D: tl.constexpr,
     C: tl.constexpr,
     S: tl.constexpr,
+    V: tl.constexpr,
     BLOCK_L: tl.constexpr,
     BLOCK_D: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     frame = tl.program_id(0)
     tok = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -53,8 +52,13 @@ def _stca_scatter_kernel(
     m2 = tok_ok[:, None] & col_ok[None, :]
     offs = frame * s_f + tok[:, None] * s_l + cols[None, :]
 
-    row = tl.load(inv_ptr + vid * si_b + t * si_t + tok, mask=tok_ok, other=-1)  # sparse row, -1 = masked patch
-    sparse = row >= 0
+    # each token's row in the sparse path (0: CLS, 1 + slot: visible patch, -1: masked patch), found by
+    # matching the tile's tokens against the frame's visible list (distinct tokens, so max picks the match)
+    slots = tl.arange(0, BLOCK_V)
+    visible = tl.load(vis_ptr + vid * sv_b + t * sv_t + slots, mask=slots < V, other=-1)
+    row = tl.max(tl.where(visible[None, :] == tok[:, None], slots[None, :] + 1, -1), axis=1)
+    row = tl.where(tok == 0, 0, row)
+    sparse = (row >= 0) & tok_ok
     mlp = tl.load(mlp_ptr + offs, mask=m2, other=0.0).to(tl.float32)
     full = tl.load(full_ptr + offs, mask=m2 & ~sparse[:, None], other=0.0).to(tl.float32)
 
@@ -109,11 +113,6 @@ def stca_scatter(
     full, mlp, x = full.contiguous(), mlp.contiguous(), x.contiguous()
     sparse_proj = sparse_proj.contiguous()
     vis = visible.to(torch.int32).contiguous()
-    # token -> row of the sparse path (0 = CLS, 1 + slot = visible patch), -1 for masked patches
-    inverse = torch.full((vis.shape[0], t, length), -1, dtype=torch.int32, device=x.device)
-    inverse[..., 0] = 0
-    slots = torch.arange(1, v + 1, dtype=torch.int32, device=x.device).expand_as(vis)
-    inverse.scatter_(2, vis.long(), slots)
     src = source_maps.to(torch.int32).contiguous()
     if out is None:
         out = torch.empty_like(full)
@@ -124,11 +123,11 @@ def stca_scatter(
         block_l, block_d = config["block_l"], config["block_d"]
         grid = (bt, triton.cdiv(length, block_l), triton.cdiv(d, block_d))
         _stca_scatter_kernel[grid](
-            full, mlp, x, sparse_proj, inverse, vis, src, out,
+            full, mlp, x, sparse_proj, vis, src, out,
             x.stride(0), x.stride(1), sparse_proj.stride(0), sparse_proj.stride(1),
-            inverse.stride(0) if inverse.shape[0] > 1 else 0, inverse.stride(1),
             vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
-            T=t, L=length, D=d, C=c, S=s, BLOCK_L=block_l, BLOCK_D=block_d, num_warps=config["warps"],
+            T=t, L=length, D=d, C=c, S=s, V=v, BLOCK_L=block_l, BLOCK_D=block_d,
+            BLOCK_V=max(16, triton.next_power_of_2(v)), num_warps=config["warps"],
         )  # fmt: skip
 
     key = (bt, t, v, length, d, s, c, x.dtype)

@@ -236,9 +236,10 @@ def stca_sparse_attention(
 ) -> torch.Tensor:
     """Triton launch of ``sparse_attention_ref`` (same arguments, same result): [BT, 1+V, D] (into ``out`` if given).
 
-    ``heads_per_program`` (a divisor of ``num_heads``) splits each frame's heads over that many
-    programs' worth of work; ``None`` lets :mod:`launch_tuning` pick it per shape on CUDA (the
-    result is bit-identical for every choice: each head's arithmetic is the same).
+    Each program takes ``heads_per_program`` of a frame's heads (a divisor of ``num_heads``; a
+    frame gets ``num_heads / heads_per_program`` programs); ``None`` lets :mod:`launch_tuning` pick
+    it per shape on CUDA. The result is bit-identical for every choice: each head's arithmetic is
+    the same.
     """
     bt, length, d = x.shape
     t = visible.shape[1]

@@ -49,6 +49,8 @@ OnError = Literal["raise", "return"]
 ON_ERRORS: tuple[str, ...] = get_args(OnError)
 Backend = Literal["torch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# torch.compile's modes (compile=True is "default")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -123,7 +125,8 @@ class Engine:
     for :meth:`embed` only. The classifier is built once, in fp32, and checked against the model
     (embedding size, text-tower fingerprint). Scores use the checkpoint's own ``logit_scale``.
     ``impl``: the STCA path ("reference" | "fused" | "triton" | "auto"); ``compile=True`` wraps the
-    encoder in ``torch.compile`` (first batch of each shape pays the compilation).
+    encoder in ``torch.compile`` (first batch of each shape pays the compilation); a
+    ``torch.compile`` mode name (``"max-autotune-no-cudagraphs"``, ...) compiles with that mode.
     ``backend``: ``"torch"`` (weights = a checkpoint or an STDDModel), or ``"onnxruntime"`` /
     ``"tensorrt"`` (weights = a ``stdd-export`` ONNX file / TensorRT plan: the classifier is baked
     in; a ``classifier=`` given is checked against it by fingerprint). Results are the same objects
@@ -164,10 +167,12 @@ class Engine:
         memory_budget_mb: float = 1024.0,
         trust_pickle: bool = False,
         backend: str = "torch",
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         if backend not in BACKENDS:
             raise choice_error("backend", backend, BACKENDS)
+        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+            raise choice_error("compile", compile, (True, False, *COMPILE_MODES))
         self.backend = backend
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -223,7 +228,11 @@ class Engine:
         self.impl = model.impl
         self.arch = model.arch
         self.image_size = model.arch.image_size
-        self._encoder = torch.compile(model.encode_video) if compile else model.encode_video
+        if compile:
+            mode = "default" if compile is True else compile
+            self._encoder = torch.compile(model.encode_video, mode=mode)
+        else:
+            self._encoder = model.encode_video
         self._runner = None
 
     def _init_exported(self, weights, classes, classifier, xprompt, num_frames, compile) -> None:

@@ -77,3 +77,9 @@ def test_compiled_engine_matches_eager(setup):
     eager = Engine(model, classifier=clf, impl="fused").classify(clips[:1])[0]
     compiled = Engine(model, classifier=clf, impl="fused", compile=True).classify(clips[:1])[0]
     assert report("compiled vs eager engine logits", max_rel_err(compiled.logits, eager.logits)) <= 1e-5
+
+
+def test_unknown_compile_mode_is_a_config_error(setup):
+    _, model, clf, _ = setup
+    with pytest.raises(ConfigError, match="unknown compile 'fast'; valid values: True, False, 'default'"):
+        Engine(model, classifier=clf, compile="fast")

@@ -1,8 +1,11 @@
 """The inference paths the benchmark compares, and how each becomes a callable ``frames -> embeddings``.
 
 Path names: ``reference``, ``fused``, ``triton`` (the STCA implementations, eager); ``compile:<impl>``
-(``torch.compile`` of the encoder); ``graph:<impl>`` (a captured CUDA graph, replayed); and
-``onnxruntime`` (the exported ONNX graph in ONNX Runtime, fp32, the classifier baked in).
+(``torch.compile`` of the encoder); ``autotune:<impl>`` (``torch.compile`` with
+``mode="max-autotune-no-cudagraphs"``: inductor times its Triton GEMM templates, with the bias and
+activation fused into their epilogues, against cuBLAS; minutes of compilation); ``graph:<impl>`` (a
+captured CUDA graph, replayed); and ``onnxruntime`` (the exported ONNX graph in ONNX Runtime, fp32,
+the classifier baked in).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from stdd_fast.model import STDDModel
 from stdd_fast.ops import resolve_impl
 
 IMPLS = ("reference", "fused", "triton")
-MODES = ("compile", "graph")
+MODES = ("compile", "autotune", "graph")
+COMPILE_MODES = {"compile": "default", "autotune": "max-autotune-no-cudagraphs"}
 
 
 @dataclass(frozen=True)
 class BenchPath:
     name: str
-    mode: str  # "eager" | "compile" | "graph" | "onnxruntime"
+    mode: str  # "eager" | "compile" | "autotune" | "graph" | "onnxruntime"
     impl: str  # STCA implementation the path runs ("reference" for onnxruntime: it traces that path)
 
     @property
@@ -60,6 +64,8 @@ def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype
         return str(e)
     if path.mode == "graph" and device.type != "cuda":
         return "CUDA graphs need a CUDA device"
+    if path.mode == "autotune" and device.type != "cuda":
+        return "max-autotune times Triton GEMM templates: it needs a CUDA device"
     if path.mode == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed (pip install 'stdd-fast[export]')"
@@ -85,10 +91,10 @@ def build_callable(
         runner = OnnxRuntimeRunner(onnx_path, session_options=_quiet_session_options())
         return lambda frames: runner(frames)[1]
     with torch.no_grad():
-        if path.mode == "compile":
+        if path.mode in COMPILE_MODES:
             own = copy.deepcopy(model).set_impl(path.impl)
             own.encode_video(example)  # fill the index-table caches eagerly: tracing must not build them
-            compiled = torch.compile(own.encode_video)
+            compiled = torch.compile(own.encode_video, mode=COMPILE_MODES[path.mode])
             compiled(example)
             return compiled
         model.set_impl(path.impl)
