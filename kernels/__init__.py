@@ -22,7 +22,10 @@ Importing this package imports triton: ``stdd_fast`` imports it only when ``impl
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+from triton.runtime.errors import OutOfResources
 
 from stdd_fast.head import score_ref
 from stdd_fast.kernels.layer_norm import layer_norm_rows
@@ -66,6 +69,71 @@ def _recompute_backward(reference, num_tensor_inputs: int):
     return setup_context, backward
 
 
+# (kernel, dtype, shape) -> why that launch cannot run on this GPU; those calls run the reference
+UNLAUNCHABLE: dict[tuple, str] = {}
+
+
+def _guarded(name: str, like: torch.Tensor, kernel, reference):
+    """``kernel()``, or ``reference()`` (the same function in PyTorch) where the GPU lacks the kernel's resources.
+
+    A GPU with less shared memory or fewer registers than the kernels were sized for (an H100) makes
+    the launch raise ``OutOfResources``: that shape then runs the reference, with one warning.
+    """
+    key = (name, like.dtype, tuple(like.shape))
+    if key in UNLAUNCHABLE:
+        return reference()
+    try:
+        return kernel()
+    except OutOfResources as e:
+        UNLAUNCHABLE[key] = str(e)
+        warnings.warn(
+            f"Triton kernel {name} cannot launch on this GPU for {like.dtype} {tuple(like.shape)} ({e}); "
+            "running its PyTorch reference there instead (the same function, slower)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return reference()
+
+
+def _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
+    args = (qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+    return _guarded(
+        "stca_sparse_attention", x, lambda: stca_sparse_attention(*args), lambda: sparse_attention_ref(*args)
+    )
+
+
+def _scatter_kernel(full, mlp, x, sparse_proj, visible, source_maps):
+    args = (full, mlp, x, sparse_proj, visible, source_maps)
+    return _guarded("stca_scatter", x, lambda: stca_scatter(*args), lambda: scatter_residual_ref(*args))
+
+
+def _layer_norm_kernel(x, weight, bias, eps):
+    return _guarded(
+        "layer_norm",
+        x,
+        lambda: layer_norm_rows(x, weight, bias, eps)[1:],
+        lambda: layer_norm_stats(x, weight, bias, eps),
+    )
+
+
+def _residual_layer_norm_kernel(update, x, weight, bias, eps):
+    return _guarded(
+        "residual_layer_norm",
+        x,
+        lambda: layer_norm_rows(update, weight, bias, eps, residual=x)[:2],
+        lambda: residual_layer_norm_ref(update, x, weight, bias, eps),
+    )
+
+
+def _score_kernel(embeddings, weights, logit_scale):
+    return _guarded(
+        "stdd_score",
+        embeddings,
+        lambda: stdd_score(embeddings, weights, logit_scale),
+        lambda: score_ref(embeddings, weights, logit_scale),
+    )
+
+
 def _sparse_reference(qkv, x, mean, rstd, visible, source_maps, const, gain_sum, head, num_heads):
     return sparse_attention_ref(qkv, x, mean, rstd, visible, source_maps, _projection(const, gain_sum, head), num_heads)
 
@@ -83,8 +151,7 @@ def _sparse_attention_op(
     head: torch.Tensor,
     num_heads: int,
 ) -> torch.Tensor:
-    proj = _projection(const, gain_sum, head)
-    return stca_sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+    return _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, _projection(const, gain_sum, head), num_heads)
 
 
 @_sparse_attention_op.register_fake
@@ -105,7 +172,7 @@ def _scatter_op(
     visible: torch.Tensor,
     source_maps: torch.Tensor,
 ) -> torch.Tensor:
-    return stca_scatter(full, mlp, x, sparse_proj, visible, source_maps)
+    return _scatter_kernel(full, mlp, x, sparse_proj, visible, source_maps)
 
 
 @_scatter_op.register_fake
@@ -121,7 +188,7 @@ _scatter_op.register_autograd(_backward, setup_context=_setup)
 def _layer_norm_op(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return layer_norm_rows(x, weight, bias, eps)[1:]
+    return _layer_norm_kernel(x, weight, bias, eps)
 
 
 @_layer_norm_op.register_fake
@@ -138,8 +205,7 @@ _layer_norm_op.register_autograd(_backward, setup_context=_setup)
 def _residual_layer_norm_op(
     update: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    full, normed, _, _ = layer_norm_rows(update, weight, bias, eps, residual=x)
-    return full, normed
+    return _residual_layer_norm_kernel(update, x, weight, bias, eps)
 
 
 @_residual_layer_norm_op.register_fake
@@ -153,7 +219,7 @@ _residual_layer_norm_op.register_autograd(_backward, setup_context=_setup)
 
 @torch.library.custom_op("stdd_fast::stdd_score", mutates_args=())
 def _score_op(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    return stdd_score(embeddings, weights, logit_scale)
+    return _score_kernel(embeddings, weights, logit_scale)
 
 
 @_score_op.register_fake
@@ -178,7 +244,7 @@ def layer_norm_triton(x, weight, bias, eps: float):
     if weight is None or bias is None or torch.compiler.is_compiling():
         return layer_norm_stats(x, weight, bias, eps)
     if _eager_inference():
-        return layer_norm_rows(x, weight, bias, eps)[1:]
+        return _layer_norm_kernel(x, weight, bias, eps)
     return _layer_norm_op(x, weight, bias, eps)
 
 
@@ -190,7 +256,7 @@ def residual_layer_norm_triton(update, x, weight, bias, eps: float):
     if weight is None or bias is None or torch.compiler.is_compiling():
         return residual_layer_norm_ref(update, x, weight, bias, eps)
     if _eager_inference():
-        return layer_norm_rows(update, weight, bias, eps, residual=x)[:2]
+        return _residual_layer_norm_kernel(update, x, weight, bias, eps)
     return _residual_layer_norm_op(update, x, weight, bias, eps)
 
 
@@ -202,7 +268,7 @@ def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: Spar
     if not fits(visible.shape[2]):
         return sparse_attention_ref(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
     if _eager_inference():
-        return stca_sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+        return _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
     return _sparse_attention_op(
         qkv, x, mean, rstd, visible, source_maps, proj.const, proj.gain_sum, proj.head, num_heads
     )
@@ -211,7 +277,7 @@ def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: Spar
 def scatter_residual_triton(full, mlp, x, sparse_proj, visible, source_maps):
     """Drop-in for ``scatter_residual_ref`` running the Triton kernel (see that function)."""
     if _eager_inference():
-        return stca_scatter(full, mlp, x, sparse_proj, visible, source_maps)
+        return _scatter_kernel(full, mlp, x, sparse_proj, visible, source_maps)
     return _scatter_op(full, mlp, x, sparse_proj, visible, source_maps)
 
 
@@ -219,7 +285,7 @@ def score_triton(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: t
     """Drop-in for ``score_ref`` with a prompt-level classifier, running the Triton head."""
     scale = torch.as_tensor(logit_scale, dtype=torch.float32, device=embeddings.device)
     if _eager_inference():
-        return stdd_score(embeddings, weights, scale)
+        return _score_kernel(embeddings, weights, scale)
     return _score_op(embeddings, weights.to(embeddings.device), scale)
 
 

@@ -4,7 +4,8 @@ Only parameters that cannot change a single bit of the result are tuned (how hea
 programs, how an elementwise pass is tiled), so a tuned launch gives the same output as any other:
 the engine stays deterministic across processes even though timing picks the configuration.
 
-Tuning runs on CUDA on the first call for a shape (a few ms per candidate). It never runs under
+Tuning runs on CUDA on the first call for a shape (a few ms per candidate); a candidate the GPU
+lacks the resources for (``OutOfResources``) is skipped. It never runs under
 Triton's interpreter, while a CUDA graph is being captured (timing would break the capture), or
 when ``STDD_TUNE_KERNELS=0``: those calls take the first candidate, the static default.
 """
@@ -15,6 +16,7 @@ import os
 from collections.abc import Callable, Hashable, Sequence
 
 import torch
+from triton.runtime.errors import OutOfResources
 
 
 def _tuning_enabled(device: torch.device) -> bool:
@@ -51,7 +53,15 @@ class LaunchTuner:
             return self.chosen[key]
         if len(candidates) == 1 or not _tuning_enabled(device):
             return candidates[0]
-        timings = [(config, _time_ms(lambda config=config: launch(config))) for config in candidates]
+        timings = []
+        for config in candidates:
+            try:
+                timings.append((config, _time_ms(lambda config=config: launch(config))))
+            except OutOfResources:  # too big for this GPU: not a candidate here
+                timings.append((config, float("inf")))
         self.timings[key] = timings
-        self.chosen[key] = min(timings, key=lambda item: item[1])[0]
-        return self.chosen[key]
+        best, best_ms = min(timings, key=lambda item: item[1])
+        if best_ms == float("inf"):  # nothing launches: let the default's launch raise it to the caller
+            return candidates[0]
+        self.chosen[key] = best
+        return best

@@ -3,6 +3,8 @@
 Outputs are NaN-poisoned before each launch: an element the kernel does not write fails the test.
 """
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -254,3 +256,27 @@ def test_custom_ops_pass_opcheck():
         (f, w, torch.tensor(4.6, device=DEVICE)),
         test_utils=("test_schema", "test_faketensor"),
     )
+
+
+def test_a_kernel_the_gpu_cannot_launch_falls_back_to_its_reference(monkeypatch):
+    """OutOfResources (a GPU smaller than the kernels were sized for) runs the reference, warning once."""
+    from triton.runtime.errors import OutOfResources
+
+    import stdd_fast.kernels as kernels
+
+    def too_big(*args, **kwargs):
+        raise OutOfResources(300_000, 101_376, "shared memory")
+
+    monkeypatch.setattr(kernels, "stca_scatter", too_big)
+    monkeypatch.setattr(kernels, "UNLAUNCHABLE", {})
+    _, x, vis, src = _block_inputs(8, 2, 3)
+    full, mlp = torch.randn_like(x), torch.randn_like(x)
+    sparse_proj = torch.randn(x.shape[0], vis.shape[2] + 1, x.shape[2], device=DEVICE)
+    ref = scatter_residual_ref(full, mlp, x, sparse_proj, vis, src)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="stca_scatter cannot launch on this GPU"):
+        out = kernels.scatter_residual_triton(full, mlp, x, sparse_proj, vis, src)
+    assert torch.equal(out, ref)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call for the shape goes straight to the reference
+        assert torch.equal(kernels.scatter_residual_triton(full, mlp, x, sparse_proj, vis, src), ref)
+    assert list(kernels.UNLAUNCHABLE) == [("stca_scatter", x.dtype, tuple(x.shape))]

@@ -47,3 +47,19 @@ def test_opt_out_and_graph_capture_disable_tuning(monkeypatch):
     assert launch_tuning._tuning_enabled(torch.device("cuda"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert not launch_tuning._tuning_enabled(torch.device("cuda"))
+
+
+def test_candidates_the_gpu_cannot_launch_are_skipped(monkeypatch):
+    from triton.runtime.errors import OutOfResources
+
+    def fake_time(launch):
+        config = launch()
+        if config["tile"] == 128:
+            raise OutOfResources(300_000, 232_448, "shared memory")
+        return {32: 2.0, 64: 3.0}[config["tile"]]
+
+    monkeypatch.setattr(launch_tuning, "_tuning_enabled", lambda device: True)
+    monkeypatch.setattr(launch_tuning, "_time_ms", fake_time)
+    tuner = LaunchTuner("demo")
+    assert tuner.pick("a", CANDIDATES, lambda c: c, torch.device("cuda")) == {"tile": 32}
+    assert tuner.timings["a"][2][1] == float("inf")
