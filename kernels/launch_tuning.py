@@ -4,10 +4,11 @@ Only parameters that cannot change a single bit of the result are tuned (how hea
 programs, how an elementwise pass is tiled), so a tuned launch gives the same output as any other:
 the engine stays deterministic across processes even though timing picks the configuration.
 
-Tuning runs on CUDA on the first call for a shape (a few ms per candidate); a candidate the GPU
-lacks the resources for (``OutOfResources``) is skipped. It never runs under
-Triton's interpreter, while a CUDA graph is being captured (timing would break the capture), or
-when ``STDD_TUNE_KERNELS=0``: those calls take the first candidate, the static default.
+Tuning runs on CUDA on the first call for a shape: each candidate is compiled once (Triton caches
+it on disk) and timed over a few ms; a candidate the GPU lacks the resources for
+(``OutOfResources``) is skipped. It never runs under Triton's interpreter, while a CUDA graph is
+being captured (timing would break the capture), or when ``STDD_TUNE_KERNELS=0``: those calls take
+the first candidate, the static default.
 """
 
 from __future__ import annotations

@@ -215,8 +215,11 @@ def _stca_sparse_attention_kernel(
 
 
 def head_groups(num_heads: int) -> list[int]:
-    """Heads per program the launch may use: the divisors of ``num_heads``, all heads (one program per frame) first."""
-    return [g for g in range(num_heads, 0, -1) if num_heads % g == 0]
+    """Heads per program the launch may use: all heads (one program per frame, the default) first, then 4, 2, 1.
+
+    Each is a separate compilation (a second or so on first use), so the candidates stay few.
+    """
+    return [num_heads, *(g for g in (4, 2, 1) if g < num_heads and num_heads % g == 0)]
 
 
 TUNER = LaunchTuner("stca_sparse_attention")
@@ -259,6 +262,8 @@ def stca_sparse_attention(
     head_w = proj.head.contiguous()  # [3D, C]
     if out is None:
         out = torch.empty(bt, v + 1, d, device=x.device, dtype=x.dtype)
+    elif out.shape != (bt, v + 1, d) or out.stride(-1) != 1:
+        raise ValueError(f"stca_sparse_attention: out must be [{bt}, {v + 1}, {d}] with contiguous channels")
     # fp32 partial sums of the mean over scales (none needed for one scale, or when out is fp32)
     acc = out if s == 1 or out.dtype == torch.float32 else torch.empty(out.shape, device=x.device, dtype=torch.float32)
     block_n = max(16, triton.next_power_of_2(v + 1))
