@@ -55,7 +55,7 @@ def _stca_scatter_kernel(
     # each token's row in the sparse path (0: CLS, 1 + slot: visible patch, -1: masked patch), found by
     # matching the tile's tokens against the frame's visible list (distinct tokens, so max picks the match)
     slots = tl.arange(0, BLOCK_V)
-    visible = tl.load(vis_ptr + vid * sv_b + t * sv_t + slots, mask=slots < V, other=-1)
+    visible = tl.load(vis_ptr + vid * sv_b + t * sv_t + slots, mask=slots < V, other=-1).to(tl.int32)
     row = tl.max(tl.where(visible[None, :] == tok[:, None], slots[None, :] + 1, -1), axis=1)
     row = tl.where(tok == 0, 0, row)
     sparse = (row >= 0) & tok_ok
@@ -70,11 +70,13 @@ def _stca_scatter_kernel(
     base = tl.load(x_ptr + offs, mask=m_sparse & ~shifted, other=0.0).to(tl.float32)
     slot = tl.where(row > 0, row - 1, 0)
     for s in tl.static_range(S):
-        src = tl.load(src_ptr + s * ss_s + t * ss_t + cols, mask=col_ok & (cols < C), other=T)
+        src = tl.load(src_ptr + s * ss_s + t * ss_t + cols, mask=col_ok & (cols < C), other=T).to(tl.int32)
         has_src = src < T
         src_c = tl.where(has_src, src, 0)
         m_src = m2 & shifted & has_src[None, :]
-        src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0)
+        src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0).to(
+            tl.int32
+        )
         y = tl.load(x_ptr + (vid * T + src_c[None, :]) * s_f + src_tok * s_l + cols[None, :], mask=m_src, other=0.0)
         base += y.to(tl.float32) / S
     out = tl.where(sparse[:, None], base + proj, full) + mlp
@@ -112,8 +114,8 @@ def stca_scatter(
     s, _, c = source_maps.shape
     full, mlp, x = full.contiguous(), mlp.contiguous(), x.contiguous()
     sparse_proj = sparse_proj.contiguous()
-    vis = visible.to(torch.int32).contiguous()
-    src = source_maps.to(torch.int32).contiguous()
+    vis = visible.contiguous()  # int64 as the index builds it: no conversion launch per call
+    src = source_maps.contiguous()
     if out is None:
         out = torch.empty_like(full)
     elif any(out.data_ptr() == t.data_ptr() for t in (full, mlp, x)):

@@ -74,11 +74,11 @@ def _mixed_rows(
     slot = tl.where(patch, rows - 1, 0)
     m2 = patch[:, None] & col_ok[None, :]
     z = tl.load(x_ptr + frame * sx_f + tok[:, None] * sx_l + cols[None, :], mask=m2, other=0.0).to(tl.float32)
-    src = tl.load(src_ptr + s * ss_s + t * ss_t + cols, mask=col_ok, other=T)  # source frame per channel
+    src = tl.load(src_ptr + s * ss_s + t * ss_t + cols, mask=col_ok, other=T).to(tl.int32)  # source frame per channel
     has_src = (src < T) & col_ok
     src_c = tl.where(has_src, src, 0)
     m_src = patch[:, None] & has_src[None, :]
-    src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0)
+    src_tok = tl.load(vis_ptr + vid * sv_b + src_c[None, :] * sv_t + slot[:, None], mask=m_src, other=0).to(tl.int32)
     y = tl.load(x_ptr + (vid * T + src_c[None, :]) * sx_f + src_tok * sx_l + cols[None, :], mask=m_src, other=0.0).to(
         tl.float32
     )
@@ -176,7 +176,9 @@ def _stca_sparse_attention_kernel(
     t = frame % T
     rows = tl.arange(0, BLOCK_N)  # row 0: CLS, rows 1..V: visible slots, the rest padding
     row_ok = rows < V + 1
-    tok = tl.load(vis_ptr + vid * sv_b + t * sv_t + tl.where(rows > 0, rows - 1, 0), mask=row_ok & (rows > 0), other=0)
+    tok = tl.load(
+        vis_ptr + vid * sv_b + t * sv_t + tl.where(rows > 0, rows - 1, 0), mask=row_ok & (rows > 0), other=0
+    ).to(tl.int32)
     mean_z = tl.load(mean_ptr + frame * sm_f + tok, mask=row_ok, other=0.0)
     rstd_z = tl.load(rstd_ptr + frame * sm_f + tok, mask=row_ok, other=1.0)
     d = tl.arange(0, HD)
@@ -257,8 +259,8 @@ def stca_sparse_attention(
         raise ValueError(f"heads_per_program={heads_per_program} does not divide num_heads={num_heads}")
     mean = mean.reshape(bt, length).contiguous()
     rstd = rstd.reshape(bt, length).contiguous()
-    vis = visible.to(torch.int32).contiguous()
-    src = source_maps.to(torch.int32).contiguous()
+    vis = visible.contiguous()  # int64 as the index builds it: no conversion launch per call
+    src = source_maps.contiguous()
     head_w = proj.head.contiguous()  # [3D, C]
     if out is None:
         out = torch.empty(bt, v + 1, d, device=x.device, dtype=x.dtype)
