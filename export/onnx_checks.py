@@ -20,9 +20,23 @@ from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
 TENSORRT_VERSION_OF_OP_LIST = "10.15"
 TENSORRT_OPSET_RANGE = (9, 24)
 
+# The Reduce* family: in TensorRT's table, and its axes input must be a build-time constant.
+REDUCE_OPS = (
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+)
 # The "Y" rows of onnx-tensorrt docs/operators.md (TensorRT 10.15).
 TENSORRT_ONNX_OPS: frozenset[str] = frozenset(
     [
+        *REDUCE_OPS,
         "Abs",
         "Acos",
         "Acosh",
@@ -126,16 +140,6 @@ TENSORRT_ONNX_OPS: frozenset[str] = frozenset(
         "RandomUniformLike",
         "Range",
         "Reciprocal",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "ReduceMax",
-        "ReduceMean",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceSum",
-        "ReduceSumSquare",
         "Relu",
         "Reshape",
         "Resize",
@@ -209,16 +213,7 @@ _CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
     **{
         op: (1,)
         for op in [
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSum",
-            "ReduceLogSumExp",
-            "ReduceMax",
-            "ReduceMean",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceSum",
-            "ReduceSumSquare",
+            *REDUCE_OPS,
             "Squeeze",
             "Unsqueeze",
             "CumSum",
