@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from stdd_fast.errors import BackendUnavailableError, ConfigError, VideoError
-from stdd_fast.video.decode import VideoInfo, probe
+from stdd_fast.video.decode import VideoInfo, frame_indices, probe
 from stdd_fast.video.transforms import CLIP_MEAN, CLIP_STD, crop_offsets, short_side_shape
 
 # Codecs each decoder variant reads (``fn.decoders.video`` documentation, DALI 2.x).
@@ -142,12 +142,7 @@ class DaliJob:
     def from_file(cls, path: str | Path, indices: torch.Tensor, info: VideoInfo | None = None) -> DaliJob:
         """Read the file and check the indices against its packet index (VideoError naming the file)."""
         info = probe(path) if info is None else info
-        idx = torch.as_tensor(indices)
-        if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-            raise ConfigError(f"frame indices must be integers; got dtype {idx.dtype}")
-        if idx.numel() == 0:
-            raise ConfigError("no frame indices given")
-        lo, hi = int(idx.min()), int(idx.max())
+        idx, lo, hi = frame_indices(indices)
         # DALI pads indices past the end with black frames instead of failing: check them here.
         if lo < 0 or hi >= info.indexed_frames:
             raise VideoError(

@@ -54,6 +54,16 @@ def check_backend(backend: str, allow_auto: bool = False) -> str:
     return backend
 
 
+def frame_indices(indices) -> tuple[torch.Tensor, int, int]:
+    """Integer frame indices as a tensor, with their min and max (ConfigError for float, bool or none)."""
+    idx = torch.as_tensor(indices)
+    if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ConfigError(f"frame indices must be integers; got dtype {idx.dtype}")
+    if idx.numel() == 0:
+        raise ConfigError("no frame indices given")
+    return idx, int(idx.min()), int(idx.max())
+
+
 def _sws_flags(yuv_to_rgb: str) -> int | None:
     """The swscale flags PyAV's reformatter gets for a conversion (None: PyAV's default)."""
     if yuv_to_rgb not in YUV_TO_RGB:
@@ -215,12 +225,7 @@ class VideoReader:
 
     def read(self, indices: torch.Tensor) -> torch.Tensor:
         """The frames at ``indices`` (any shape [...], presentation order): uint8 [..., H, W, 3] RGB."""
-        idx = torch.as_tensor(indices)
-        if idx.dtype.is_floating_point or idx.dtype == torch.bool:
-            raise ConfigError(f"frame indices must be integers; got dtype {idx.dtype}")
-        if idx.numel() == 0:
-            raise ConfigError("no frame indices given")
-        lo, hi = int(idx.min()), int(idx.max())
+        idx, lo, hi = frame_indices(indices)
         if lo < 0 or hi >= self.info.num_frames:
             raise VideoError(
                 f"{self.path}: frame index {lo if lo < 0 else hi} is out of range for a video of "
