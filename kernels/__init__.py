@@ -30,7 +30,7 @@ from triton.runtime.errors import OutOfResources
 from stdd_fast.head import score_ref
 from stdd_fast.kernels.layer_norm import layer_norm_rows
 from stdd_fast.kernels.stca_scatter import stca_scatter
-from stdd_fast.kernels.stca_sparse_attention import fits, stca_sparse_attention
+from stdd_fast.kernels.stca_sparse_attention import single_tile, stca_sparse_attention
 from stdd_fast.kernels.stdd_head import stdd_score
 from stdd_fast.stca_fused import (
     FusedPieces,
@@ -73,8 +73,8 @@ def _recompute_backward(reference, num_tensor_inputs: int):
 UNLAUNCHABLE: dict[tuple, str] = {}
 
 
-def _guarded(name: str, like: torch.Tensor, kernel, reference):
-    """``kernel()``, or ``reference()`` (the same function in PyTorch) where the GPU lacks the kernel's resources.
+def _guarded(name: str, like: torch.Tensor, kernel, reference, instead: str = "its PyTorch reference"):
+    """``kernel()``, or ``reference()`` (the same function, ``instead``) where the GPU lacks the kernel's resources.
 
     A GPU with less shared memory or fewer registers than the kernels were sized for (an H100) makes
     the launch raise ``OutOfResources``: that shape then runs the reference, with one warning.
@@ -88,7 +88,7 @@ def _guarded(name: str, like: torch.Tensor, kernel, reference):
         UNLAUNCHABLE[key] = str(e)
         warnings.warn(
             f"Triton kernel {name} cannot launch on this GPU for {like.dtype} {tuple(like.shape)} ({e}); "
-            "running its PyTorch reference there instead (the same function, slower)",
+            f"running {instead} there instead (the same function)",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -96,9 +96,21 @@ def _guarded(name: str, like: torch.Tensor, kernel, reference):
 
 
 def _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
+    """The sparse kernel for the frame's size; where one tile does not fit the GPU, the blocked kernel, then PyTorch."""
     args = (qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+
+    def blocked():
+        return _guarded(
+            "stca_sparse_attention (blocked)",
+            x,
+            lambda: stca_sparse_attention(*args, blocked=True),
+            lambda: sparse_attention_ref(*args),
+        )
+
+    if not single_tile(visible.shape[2]):
+        return blocked()
     return _guarded(
-        "stca_sparse_attention", x, lambda: stca_sparse_attention(*args), lambda: sparse_attention_ref(*args)
+        "stca_sparse_attention", x, lambda: stca_sparse_attention(*args), blocked, instead="the blocked sparse kernel"
     )
 
 
@@ -261,12 +273,7 @@ def residual_layer_norm_triton(update, x, weight, bias, eps: float):
 
 
 def sparse_attention_triton(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
-    """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function).
-
-    Frames with more visible patches than the kernel's tile (ViT-L/14) run ``sparse_attention_ref``.
-    """
-    if not fits(visible.shape[2]):
-        return sparse_attention_ref(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+    """Drop-in for ``sparse_attention_ref`` running the Triton kernel (see that function)."""
     if _eager_inference():
         return _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
     return _sparse_attention_op(

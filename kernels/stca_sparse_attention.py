@@ -18,6 +18,15 @@ scattered loads at B/16) and ran no faster than the PyTorch fused path on an H10
 (benchmarks/results/gpu_check_h100_run1.json); all heads in one program (the first candidate, the
 untuned default) ran the B/16 encoder at 1.78x the reference (gpu_check_h100_run2.json).
 
+Frames of more than ``MAX_TILE_ROWS`` rows (ViT-L/14: 1 + 128) do not fit one tile and take the
+**blocked kernel**, two launches: step 1 writes each row's update coefficients (ratio, shift, and
+the C-wide delta row in the compute dtype: the dots' operand precision, so no bit is lost) to a
+scratch buffer, once per frame, scale and block of ``BLOCKED_ROWS`` rows; step 2 runs one program
+per frame and group of heads that walks query blocks against key blocks with an online softmax
+(flash attention), rebuilding each block's q, k or v from the full-path rows and the scratch
+coefficients. Its launch shape (64-row blocks, 4 warps) is chosen for the L/14 frame (3 blocks of
+64 waste 63 rows where one 256-row tile wasted 127); heads per program are tuned as above.
+
 Statistics, the update and softmax are fp32; in fp16/bf16 the dots take fp16/bf16 operands
 with fp32 accumulation, in fp32 they are exact (``input_precision="ieee"``, no TF32).
 """
@@ -31,15 +40,24 @@ import triton.language as tl
 from stdd_fast.kernels.launch_tuning import LaunchTuner
 from stdd_fast.stca_fused import SparseProjection
 
-# One program holds a frame's CLS + visible rows in a power-of-two tile: 128 rows (ViT-B/16: 1 + 98)
-# fit an H100's shared memory; 256 (ViT-L/14: 1 + 128) need 480 KB and do not (measured, see
-# benchmarks/results/gpu_check_h100_run2.json), so larger frames take the PyTorch sparse path.
-MAX_SPARSE_ROWS = 128
+# One program holds a frame's CLS + visible rows in one power-of-two tile when they number at most
+# 128 (ViT-B/16: 1 + 98). 256 rows (ViT-L/14: 1 + 128) would need 480 KB of shared memory, more than
+# an H100 has (measured, benchmarks/results/gpu_check_h100_run2.json): larger frames take the
+# blocked kernel below, which walks the rows in blocks of BLOCKED_ROWS with an online softmax.
+MAX_TILE_ROWS = 128
+BLOCKED_ROWS = 64
 
 
-def fits(num_visible: int) -> bool:
-    """Whether the kernel takes frames with ``num_visible`` visible patches (plus CLS)."""
-    return num_visible + 1 <= MAX_SPARSE_ROWS
+def single_tile(num_visible: int) -> bool:
+    """Whether frames of ``num_visible`` visible patches (plus CLS) take the one-tile kernel, else the blocked one."""
+    return num_visible + 1 <= MAX_TILE_ROWS
+
+
+@triton.jit
+def _row_tokens(rows, row_ok, vis_ptr, vid, t, sv_b, sv_t):
+    """Token index of each sparse row: row 0 is the CLS token (token 0), row 1 + k the frame's visible slot k."""
+    slot = tl.where(rows > 0, rows - 1, 0)
+    return tl.load(vis_ptr + vid * sv_b + t * sv_t + slot, mask=row_ok & (rows > 0), other=0).to(tl.int32)
 
 
 @triton.jit
@@ -132,6 +150,21 @@ def _shifted(
 
 
 @triton.jit
+def _store_scale(
+    o, rows, row_ok, cols, frame, acc_ptr, out_ptr, sa_f, sa_r, so_f, so_r, s: tl.constexpr, S: tl.constexpr
+):
+    """Adds scale ``s``'s share ``o`` of the mean over scales: fp32 partial sums in acc, the last scale writes out."""
+    acc_ptrs = acc_ptr + frame * sa_f + rows[:, None] * sa_r + cols[None, :]
+    out_ptrs = out_ptr + frame * so_f + rows[:, None] * so_r + cols[None, :]
+    if s > 0:
+        o += tl.load(acc_ptrs, mask=row_ok[:, None], other=0.0)
+    if s == S - 1:
+        tl.store(out_ptrs, o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+    else:
+        tl.store(acc_ptrs, o, mask=row_ok[:, None])
+
+
+@triton.jit
 def _stca_sparse_attention_kernel(
     qkv_ptr,
     x_ptr,
@@ -176,9 +209,7 @@ def _stca_sparse_attention_kernel(
     t = frame % T
     rows = tl.arange(0, BLOCK_N)  # row 0: CLS, rows 1..V: visible slots, the rest padding
     row_ok = rows < V + 1
-    tok = tl.load(
-        vis_ptr + vid * sv_b + t * sv_t + tl.where(rows > 0, rows - 1, 0), mask=row_ok & (rows > 0), other=0
-    ).to(tl.int32)
+    tok = _row_tokens(rows, row_ok, vis_ptr, vid, t, sv_b, sv_t)
     mean_z = tl.load(mean_ptr + frame * sm_f + tok, mask=row_ok, other=0.0)
     rstd_z = tl.load(rstd_ptr + frame * sm_f + tok, mask=row_ok, other=1.0)
     d = tl.arange(0, HD)
@@ -204,16 +235,188 @@ def _stca_sparse_attention_kernel(
             p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
             p = p / tl.sum(p, axis=1)[:, None]
             o = (tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))) / S
-            cols = head * HD + d[None, :]
-            acc_ptrs = acc_ptr + frame * sa_f + rows[:, None] * sa_r + cols
-            out_ptrs = out_ptr + frame * so_f + rows[:, None] * so_r + cols
-            # the mean over scales accumulates in fp32; the last scale writes the output dtype
-            if s > 0:
-                o += tl.load(acc_ptrs, mask=row_ok[:, None], other=0.0)
-            if s == S - 1:
-                tl.store(out_ptrs, o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
-            else:
-                tl.store(acc_ptrs, o, mask=row_ok[:, None])
+            _store_scale(o, rows, row_ok, head * HD + d, frame, acc_ptr, out_ptr, sa_f, sa_r, so_f, so_r, s, S)
+
+
+@triton.jit
+def _mixed_rows_kernel(
+    x_ptr,
+    mean_ptr,
+    rstd_ptr,
+    vis_ptr,
+    src_ptr,
+    ratio_ptr,
+    shift_ptr,
+    coeff_ptr,
+    sx_f,
+    sx_l,
+    sm_f,
+    sv_b,
+    sv_t,
+    ss_s,
+    ss_t,
+    sr_s,
+    sr_f,
+    sc_s,
+    sc_f,
+    sc_r,
+    T: tl.constexpr,
+    D: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Blocked kernel, step 1: the update coefficients of one block of a frame's rows at one scale, to scratch."""
+    frame = tl.program_id(0)
+    s = tl.program_id(1)
+    rows = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    vid = frame // T
+    t = frame % T
+    row_ok = rows < V + 1
+    tok = _row_tokens(rows, row_ok, vis_ptr, vid, t, sv_b, sv_t)
+    mean_z = tl.load(mean_ptr + frame * sm_f + tok, mask=row_ok, other=0.0)
+    rstd_z = tl.load(rstd_ptr + frame * sm_f + tok, mask=row_ok, other=1.0)
+    ratio, shift, coeff = _mixed_rows(
+        rows, row_ok, tok, frame, vid, t, x_ptr, vis_ptr, src_ptr, mean_z, rstd_z, s,
+        sx_f, sx_l, sv_b, sv_t, ss_s, ss_t, T, D, C, BLOCK_C,
+    )  # fmt: skip
+    tl.store(ratio_ptr + s * sr_s + frame * sr_f + rows, ratio, mask=row_ok)
+    tl.store(shift_ptr + s * sr_s + frame * sr_f + rows, shift, mask=row_ok)
+    cols = tl.arange(0, BLOCK_C)
+    coeff_ptrs = coeff_ptr + s * sc_s + frame * sc_f + rows[:, None] * sc_r + cols[None, :]
+    tl.store(coeff_ptrs, coeff.to(coeff_ptr.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _blocked_rows(
+    part: tl.constexpr,
+    rows,
+    row_ok,
+    frame,
+    vid,
+    t,
+    head,
+    s,
+    qkv_ptr,
+    vis_ptr,
+    ratio_ptr,
+    shift_ptr,
+    coeff_ptr,
+    const_ptr,
+    gain_ptr,
+    w_ptr,
+    sq_f,
+    sq_l,
+    sv_b,
+    sv_t,
+    sr_s,
+    sr_f,
+    sc_s,
+    sc_f,
+    sc_r,
+    sw_o,
+    D: tl.constexpr,
+    C: tl.constexpr,
+    HD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+):
+    """q, k or v of one head for one block of rows, from the full-path rows and the scratch coefficients."""
+    tok = _row_tokens(rows, row_ok, vis_ptr, vid, t, sv_b, sv_t)
+    base = _head_rows(part, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD)
+    ratio = tl.load(ratio_ptr + s * sr_s + frame * sr_f + rows, mask=row_ok, other=1.0)
+    shift = tl.load(shift_ptr + s * sr_s + frame * sr_f + rows, mask=row_ok, other=0.0)
+    cols = tl.arange(0, BLOCK_C)
+    coeff_ptrs = coeff_ptr + s * sc_s + frame * sc_f + rows[:, None] * sc_r + cols[None, :]
+    coeff = tl.load(coeff_ptrs, mask=row_ok[:, None], other=0.0)
+    return _shifted(
+        part, base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
+    )
+
+
+@triton.jit
+def _stca_sparse_attention_blocked_kernel(
+    qkv_ptr,
+    vis_ptr,
+    ratio_ptr,
+    shift_ptr,
+    coeff_ptr,
+    const_ptr,
+    gain_ptr,
+    w_ptr,
+    acc_ptr,
+    out_ptr,
+    sq_f,
+    sq_l,
+    sv_b,
+    sv_t,
+    sr_s,
+    sr_f,
+    sc_s,
+    sc_f,
+    sc_r,
+    sw_o,
+    sa_f,
+    sa_r,
+    so_f,
+    so_r,
+    sm_scale,
+    T: tl.constexpr,
+    D: tl.constexpr,
+    HD: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    HEADS: tl.constexpr,
+):
+    """Blocked kernel, step 2: per head, query blocks against key blocks with an online softmax (flash attention)."""
+    frame = tl.program_id(0)
+    first_head = tl.program_id(1) * HEADS
+    vid = frame // T
+    t = frame % T
+    offs = tl.arange(0, BLOCK_M)
+    d = tl.arange(0, HD)
+    low = qkv_ptr.dtype.element_ty
+    for s in tl.static_range(S):
+        for group_head in range(HEADS):
+            head = first_head + group_head
+            for q_start in range(0, V + 1, BLOCK_M):
+                rows = q_start + offs
+                row_ok = rows < V + 1
+                q = _blocked_rows(0, rows, row_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr, shift_ptr,
+                                  coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s, sr_f, sc_s,
+                                  sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
+                row_sum = tl.zeros([BLOCK_M], tl.float32)
+                o = tl.zeros([BLOCK_M, HD], tl.float32)
+                for k_start in range(0, V + 1, BLOCK_M):  # every key block holds at least one real row
+                    keys = k_start + offs
+                    key_ok = keys < V + 1
+                    k = _blocked_rows(1, keys, key_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr,
+                                      shift_ptr, coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s,
+                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                    v = _blocked_rows(2, keys, key_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr,
+                                      shift_ptr, coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s,
+                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                    scores = (
+                        tl.dot(q, tl.trans(k), input_precision="ieee")
+                        if DOT_FP32
+                        else tl.dot(q.to(low), tl.trans(k.to(low)))
+                    )
+                    scores = tl.where(key_ok[None, :], scores * sm_scale, float("-inf"))
+                    new_max = tl.maximum(row_max, tl.max(scores, axis=1))
+                    rescale = tl.exp(row_max - new_max)
+                    p = tl.exp(scores - new_max[:, None])
+                    row_sum = row_sum * rescale + tl.sum(p, axis=1)
+                    pv = tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))
+                    o = o * rescale[:, None] + pv
+                    row_max = new_max
+                o = o / row_sum[:, None] / S
+                _store_scale(o, rows, row_ok, head * HD + d, frame, acc_ptr, out_ptr, sa_f, sa_r, so_f, so_r, s, S)
 
 
 def head_groups(num_heads: int) -> list[int]:
@@ -238,13 +441,15 @@ def stca_sparse_attention(
     num_heads: int,
     out: torch.Tensor | None = None,
     heads_per_program: int | None = None,
+    blocked: bool | None = None,
 ) -> torch.Tensor:
     """Triton launch of ``sparse_attention_ref`` (same arguments, same result): [BT, 1+V, D] (into ``out`` if given).
 
     Each program takes ``heads_per_program`` of a frame's heads (a divisor of ``num_heads``; a
     frame gets ``num_heads / heads_per_program`` programs); ``None`` lets :mod:`launch_tuning` pick
     it per shape on CUDA. The result is bit-identical for every choice: each head's arithmetic is
-    the same.
+    the same. ``blocked`` picks the kernel: ``None`` by the frame's size (:func:`single_tile`),
+    ``True`` the blocked kernel for any size (it needs much less shared memory than one tile).
     """
     bt, length, d = x.shape
     t = visible.shape[1]
@@ -253,8 +458,6 @@ def stca_sparse_attention(
     hd = d // num_heads
     if qkv.stride(-1) != 1 or x.stride(-1) != 1:
         raise ValueError("stca_sparse_attention needs the channel dimension contiguous")
-    if not fits(v):
-        raise ValueError(f"stca_sparse_attention takes <= {MAX_SPARSE_ROWS - 1} visible patches per frame, got {v}")
     if heads_per_program is not None and num_heads % heads_per_program:
         raise ValueError(f"heads_per_program={heads_per_program} does not divide num_heads={num_heads}")
     mean = mean.reshape(bt, length).contiguous()
@@ -268,23 +471,50 @@ def stca_sparse_attention(
         raise ValueError(f"stca_sparse_attention: out must be [{bt}, {v + 1}, {d}] with contiguous channels")
     # fp32 partial sums of the mean over scales (none needed for one scale, or when out is fp32)
     acc = out if s == 1 or out.dtype == torch.float32 else torch.empty(out.shape, device=x.device, dtype=torch.float32)
-    block_n = max(16, triton.next_power_of_2(v + 1))
+    block_c = max(16, triton.next_power_of_2(c))
+    vis_b = vis.stride(0) if vis.shape[0] > 1 else 0
+    common = dict(T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_C=block_c, DOT_FP32=x.dtype == torch.float32)
 
-    def launch(config: dict) -> None:
-        heads = config["heads"]
-        _stca_sparse_attention_kernel[(bt, num_heads // heads)](
-            qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, acc, out,
-            qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0),
-            vis.stride(0) if vis.shape[0] > 1 else 0, vis.stride(1), src.stride(0), src.stride(1),
-            head_w.stride(0), acc.stride(0), acc.stride(1), out.stride(0), out.stride(1), hd**-0.5,
-            T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_N=block_n, BLOCK_C=max(16, triton.next_power_of_2(c)),
-            DOT_FP32=x.dtype == torch.float32, HEADS=heads, num_warps=8 if block_n <= 128 else 16,
+    if blocked is None:
+        blocked = not single_tile(v)
+    elif not blocked and not single_tile(v):
+        raise ValueError(f"blocked=False: one tile takes <= {MAX_TILE_ROWS - 1} visible patches per frame, got {v}")
+    if not blocked:
+        block_n = max(16, triton.next_power_of_2(v + 1))
+
+        def launch(config: dict) -> None:
+            heads = config["heads"]
+            _stca_sparse_attention_kernel[(bt, num_heads // heads)](
+                qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, head_w, acc, out,
+                qkv.stride(0), qkv.stride(1), x.stride(0), x.stride(1), mean.stride(0), vis_b, vis.stride(1),
+                src.stride(0), src.stride(1), head_w.stride(0), acc.stride(0), acc.stride(1), out.stride(0),
+                out.stride(1), hd**-0.5, **common, BLOCK_N=block_n, HEADS=heads, num_warps=8,
+            )  # fmt: skip
+    else:
+        # step 1 once per frame, scale and row block; step 2 reads its coefficients from scratch
+        ratio = torch.empty(s, bt, v + 1, device=x.device, dtype=torch.float32)
+        shift = torch.empty_like(ratio)
+        coeff = torch.empty(s, bt, v + 1, block_c, device=x.device, dtype=head_w.dtype)
+        scratch = (ratio.stride(0), ratio.stride(1), coeff.stride(0), coeff.stride(1), coeff.stride(2))
+        _mixed_rows_kernel[(bt, s, triton.cdiv(v + 1, BLOCKED_ROWS))](
+            x, mean, rstd, vis, src, ratio, shift, coeff, x.stride(0), x.stride(1), mean.stride(0), vis_b,
+            vis.stride(1), src.stride(0), src.stride(1), *scratch,
+            T=t, D=d, V=v, C=c, BLOCK_M=BLOCKED_ROWS, BLOCK_C=block_c, num_warps=4,
         )  # fmt: skip
+
+        def launch(config: dict) -> None:
+            heads = config["heads"]
+            _stca_sparse_attention_blocked_kernel[(bt, num_heads // heads)](
+                qkv, vis, ratio, shift, coeff, proj.const, proj.gain_sum, head_w, acc, out,
+                qkv.stride(0), qkv.stride(1), vis_b, vis.stride(1), *scratch, head_w.stride(0),
+                acc.stride(0), acc.stride(1), out.stride(0), out.stride(1), hd**-0.5,
+                **common, BLOCK_M=BLOCKED_ROWS, HEADS=heads, num_warps=4,
+            )  # fmt: skip
 
     if heads_per_program is not None:
         config = {"heads": heads_per_program}
     else:
-        key = (bt, t, v, d, num_heads, s, c, x.dtype, qkv.stride(1), x.stride(1))
+        key = (bt, t, v, d, num_heads, s, c, x.dtype, qkv.stride(1), x.stride(1), blocked)
         config = TUNER.pick(key, [{"heads": g} for g in head_groups(num_heads)], launch, x.device)
     launch(config)
     return out

@@ -28,7 +28,7 @@ except Exception as e:  # no CUDA and no interpreter: nothing to run here
     pytest.skip(f"Triton kernels cannot run here: {e}", allow_module_level=True)
 
 from stdd_fast.kernels.stca_scatter import stca_scatter  # noqa: E402
-from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention  # noqa: E402
+from stdd_fast.kernels.stca_sparse_attention import single_tile, stca_sparse_attention  # noqa: E402
 from stdd_fast.kernels.stdd_head import stdd_score  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,7 +47,7 @@ def _block_inputs(grid, B, T, shuffle="none", training=False, repeat=True, width
 
 
 @pytest.mark.parametrize("shuffle, training, repeat", MODES)
-@pytest.mark.parametrize("grid, B, T", [(14, 1, 8), (12, 3, 3), (8, 5, 1), (8, 2, 5)])
+@pytest.mark.parametrize("grid, B, T", [(14, 1, 8), (12, 3, 3), (8, 5, 1), (8, 2, 5), (16, 1, 3)])
 def test_sparse_attention_kernel(shuffle, training, repeat, grid, B, T):
     block, x, vis, src = _block_inputs(grid, B, T, shuffle, training, repeat)
     with torch.no_grad():
@@ -57,16 +57,22 @@ def test_sparse_attention_kernel(shuffle, training, repeat, grid, B, T):
         ref = sparse_attention_ref(qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
         out = torch.full_like(ref, float("nan"))
         stca_sparse_attention(qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads, out=out)
+    kind = "one tile" if single_tile(vis.shape[2]) else "blocked"
     err = report(
-        f"sparse-attention kernel ({shuffle}, train={training}, grid={grid}, B={B}, T={T})", max_rel_err(out, ref)
+        f"sparse-attention kernel, {kind} ({shuffle}, train={training}, grid={grid}, B={B}, T={T})",
+        max_rel_err(out, ref),
     )
     assert err <= FP32_MAX_REL
 
 
-@pytest.mark.parametrize("scales, fold", [((1, 2), 32), ((1,), 32), ((1, 2, 3), 8)])
-def test_sparse_kernel_head_groups_are_bit_identical(scales, fold):
-    """Every heads-per-program split (the tuned launch parameter) gives the same bits, for 1, 2 and 3 scales."""
-    block, x, vis, src = _block_inputs(12, 2, 4, "seeded", scales=scales, fold=fold)
+@pytest.mark.parametrize(
+    "scales, fold, grid, B, T",
+    [((1, 2), 32, 12, 2, 4), ((1,), 32, 12, 2, 4), ((1, 2, 3), 8, 12, 2, 4), ((1, 3), 8, 16, 1, 2)],
+)
+def test_sparse_kernel_head_groups_are_bit_identical(scales, fold, grid, B, T):
+    """Every heads-per-program split (the tuned launch parameter) gives the same bits, for 1, 2 and 3 scales,
+    in the one-tile kernel and in the blocked one (grid 16: 1 + 128 rows, the ViT-L/14 frame)."""
+    block, x, vis, src = _block_inputs(grid, B, T, "seeded", scales=scales, fold=fold)
     heads = block.attn.num_heads
     with torch.no_grad():
         h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
@@ -80,24 +86,47 @@ def test_sparse_kernel_head_groups_are_bit_identical(scales, fold):
             stca_sparse_attention(*args, out=outs[group], heads_per_program=group)
         with pytest.raises(ValueError, match="heads_per_program=3 does not divide num_heads=4"):
             stca_sparse_attention(*args, heads_per_program=3)
-    err = report(f"sparse-attention kernel, {len(scales)} scale(s), head groups", max_rel_err(outs[1], ref))
+    kind = "one tile" if single_tile(vis.shape[2]) else "blocked"
+    err = report(f"sparse-attention kernel, {kind}, {len(scales)} scale(s), head groups", max_rel_err(outs[1], ref))
     assert err <= FP32_MAX_REL
     assert torch.equal(outs[1], outs[2]) and torch.equal(outs[1], outs[heads])
 
 
-def test_l14_grid_takes_the_pytorch_sparse_path():
-    """1 + 128 rows exceed the kernel's tile: the launcher refuses, the triton path dispatches to the reference."""
-    from stdd_fast.kernels import sparse_attention_triton
-
-    block, x, vis, src = _block_inputs(16, 2, 3)
+@pytest.mark.parametrize("grid, B, T", [(14, 1, 8), (8, 2, 5)])
+def test_blocked_kernel_takes_any_frame_size(grid, B, T):
+    """The blocked kernel (the fallback where one tile does not fit the GPU) is the same function at B/16 sizes."""
+    block, x, vis, src = _block_inputs(grid, B, T, "seeded")
     with torch.no_grad():
         h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
         qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
         proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
         args = (qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
-        with pytest.raises(ValueError, match="<= 127 visible patches per frame, got 128"):
-            stca_sparse_attention(*args)
-        assert torch.equal(sparse_attention_triton(*args), sparse_attention_ref(*args))
+        out = torch.full((x.shape[0], vis.shape[2] + 1, x.shape[2]), float("nan"), device=DEVICE)
+        stca_sparse_attention(*args, out=out, blocked=True)
+        err = report(
+            f"sparse-attention kernel, blocked, grid={grid} B={B} T={T}", max_rel_err(out, sparse_attention_ref(*args))
+        )
+    assert err <= FP32_MAX_REL
+
+
+def test_l14_frames_take_the_blocked_kernel():
+    """1 + 128 rows (ViT-L/14) exceed the one-tile kernel: the blocked kernel runs them, through the triton path."""
+    from stdd_fast.kernels import sparse_attention_triton
+
+    block, x, vis, src = _block_inputs(16, 2, 2)
+    assert not single_tile(vis.shape[2]) and single_tile(98)
+    with torch.no_grad():
+        h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
+        qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
+        proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
+        args = (qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
+        out = sparse_attention_triton(*args)
+        assert torch.equal(out, stca_sparse_attention(*args))
+        with pytest.raises(ValueError, match="blocked=False: one tile takes <= 127 visible patches per frame, got 128"):
+            stca_sparse_attention(*args, blocked=False)
+    assert report("triton path at the L/14 frame vs reference", max_rel_err(out, sparse_attention_ref(*args))) <= (
+        FP32_MAX_REL
+    )
 
 
 @pytest.mark.parametrize("shuffle, training, repeat", MODES)
@@ -280,3 +309,38 @@ def test_a_kernel_the_gpu_cannot_launch_falls_back_to_its_reference(monkeypatch)
         warnings.simplefilter("error")  # the second call for the shape goes straight to the reference
         assert torch.equal(kernels.scatter_residual_triton(full, mlp, x, sparse_proj, vis, src), ref)
     assert list(kernels.UNLAUNCHABLE) == [("stca_scatter", x.dtype, tuple(x.shape))]
+
+
+def test_a_sparse_tile_the_gpu_cannot_fit_runs_the_blocked_kernel(monkeypatch):
+    """Where one tile exceeds the GPU's shared memory the blocked kernel runs; where that fails too, the reference."""
+    from triton.runtime.errors import OutOfResources
+
+    import stdd_fast.kernels as kernels
+
+    real = kernels.stca_sparse_attention
+    too_big = {"tile"}
+
+    def launch(*args, blocked=None):
+        if ("blocked" if blocked else "tile") in too_big:
+            raise OutOfResources(300_000, 101_376, "shared memory")
+        return real(*args, blocked=blocked)
+
+    monkeypatch.setattr(kernels, "stca_sparse_attention", launch)
+    monkeypatch.setattr(kernels, "UNLAUNCHABLE", {})
+    block, x, vis, src = _block_inputs(8, 2, 3)
+    with torch.no_grad():
+        h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
+        qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
+        proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
+        args = (qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
+        with pytest.warns(RuntimeWarning, match="running the blocked sparse kernel there instead"):
+            out = kernels.sparse_attention_triton(*args)
+        assert torch.equal(out, real(*args, blocked=True))
+        too_big.add("blocked")  # the tile is known not to fit: the next call goes straight to the blocked kernel
+        with pytest.warns(RuntimeWarning, match=r"\(blocked\) cannot launch.*running its PyTorch reference"):
+            out = kernels.sparse_attention_triton(*args)
+        assert torch.equal(out, sparse_attention_ref(*args))
+    assert sorted(name for name, _, _ in kernels.UNLAUNCHABLE) == [
+        "stca_sparse_attention",
+        "stca_sparse_attention (blocked)",
+    ]
