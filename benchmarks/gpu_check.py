@@ -527,8 +527,8 @@ def launch_tuning_record() -> dict:
 
 
 SECTIONS = (
-    "peak,kernels,l14,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
-    "compiled-bf16,compile-graphs,compiled-fp16,profile,autotune-bf16"
+    "peak,kernels,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
+    "compiled-bf16,compile-graphs,compiled-fp16,profile,l14,autotune-bf16"
 )
 
 
@@ -563,7 +563,6 @@ def main(argv: list[str] | None = None) -> int:
     plan = [
         ("peak", "matrix peak", peaks, 0),
         ("kernels", "kernels vs references", lambda: kernel_correctness(run, arch, 2, 8), 0),
-        ("l14", "sparse-attention kernel at L/14 shapes", lambda: l14_kernels(run, *l14_setup), 0),
         ("checks", "encoder paths vs fp32 reference", lambda: correctness(run, arch, shape, args.quick_checks), 0),
         ("gradients", "gradients", lambda: gradients(run, arch, shape), 60),
         ("eager-bf16", "encoder bf16 B=32", lambda: time_encoder(run, arch, "bf16", big, 8, eager, it), 30),
@@ -586,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             100,
         ),
         ("profile", "profile bf16 B=32", lambda: profile_encoder(run, arch, big, ["fused", "triton"]), 15),
+        ("l14", "sparse-attention kernel at L/14 shapes", lambda: l14_kernels(run, *l14_setup), 45),
         (
             "autotune-bf16",
             "encoder bf16 B=32, max-autotune (inductor's GEMM templates, epilogue fusion)",
