@@ -59,6 +59,7 @@ class Run:
     def __init__(self, out: Path, budget_s: float, device: torch.device, smoke: bool) -> None:
         self.out, self.budget, self.device, self.smoke = out, budget_s, device, smoke
         self.start = time.perf_counter()
+        self.unreliable_dot: dict[str, str] = {}  # dtype -> why its tl.dot results cannot be checked here
         self.results: dict = {"env": environment(device), "correctness": [], "timings": [], "skipped": [], "errors": []}
         out.mkdir(parents=True, exist_ok=True)
 
@@ -84,11 +85,39 @@ class Run:
         print(f"[done] {name} in {time.perf_counter() - t0:.1f} s", flush=True)
         self.save()
 
+    def skip_check(self, name: str, why: str) -> None:
+        self.results["skipped"].append(f"{name}: {why}")
+        print(f"  SKIP {name}: {why}", flush=True)
+
     def check(self, name: str, value: float, bound: float, kind: str = "max_rel_err", **extra) -> None:
         ok = value >= bound if kind == "min_cosine" else value <= bound
         row = {"check": name, kind: value, "bound": bound, "pass": bool(ok), **extra}
         self.results["correctness"].append(row)
         print(f"  {'PASS' if ok else 'FAIL'} {name}: {kind}={value:.3e} (bound {bound:.1e})", flush=True)
+
+
+def interpreter_dot_error(dtype: torch.dtype) -> float:
+    """Max abs error of one 32x64 @ 64x32 ``tl.dot`` in ``dtype`` under Triton's interpreter.
+
+    The interpreter computes on numpy, which has no bfloat16: its bf16 ``tl.dot`` has returned
+    errors near 1e11 on this tiny product, so ``--smoke`` cannot check bf16 results of kernels that
+    use ``tl.dot`` (the sparse attention); GPU runs check them.
+    """
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dot_kernel(a_ptr, b_ptr, out_ptr, M: tl.constexpr, N: tl.constexpr, K: tl.constexpr):
+        rows, cols, inner = tl.arange(0, M), tl.arange(0, N), tl.arange(0, K)
+        a = tl.load(a_ptr + rows[:, None] * K + inner[None, :])
+        b = tl.load(b_ptr + inner[:, None] * N + cols[None, :])
+        tl.store(out_ptr + rows[:, None] * N + cols[None, :], tl.dot(a, b))
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(32, 64, generator=gen).to(dtype), torch.randn(64, 32, generator=gen).to(dtype)
+    out = torch.full((32, 32), float("nan"))
+    dot_kernel[(1,)](a, b, out, 32, 32, 64)
+    return (out.double() - a.double() @ b.double()).abs().max().nan_to_num(float("inf")).item()
 
 
 def realistic_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -130,7 +159,9 @@ def correctness(run: Run, arch: str, frames_shape: tuple[int, ...], quick: bool 
                 tag = f"encoder {impl} {dname} shuffle={shuffle} train={training}"
                 scores = stdd_fast.score(out, classes, model.logit_scale.float(), impl=impl)
                 top1 = (scores.argmax(-1) == ref_scores.argmax(-1)).float().mean().item()
-                if dname == "fp32":
+                if impl == "triton" and dname in run.unreliable_dot:
+                    run.skip_check(tag, run.unreliable_dot[dname])
+                elif dname == "fp32":
                     run.check(tag, rel_err(out, ref), 1e-5, top1_agreement=top1)
                     run.check(tag + " cosine", min_cos(out, ref), 0.99999, kind="min_cosine")
                 else:
@@ -174,6 +205,8 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
         stca_sparse_attention(*args, out=out)
         if dname == "fp32":
             run.check("kernel sparse-attention fp32", rel_err(out, exact), 1e-5)
+        elif dname in run.unreliable_dot:
+            run.skip_check(f"kernel sparse-attention {dname}", run.unreliable_dot[dname])
         else:
             ref_err = rel_err(sparse_attention_ref(*args), exact)
             run.check(
@@ -366,6 +399,12 @@ def compiled_encoder(model, clip: torch.Tensor, mode: str):
     return lambda: model.encode_video(clip)
 
 
+def percent_of_peak(run: Run, dtype_name: str, tflops: float) -> float | None:
+    """``tflops`` as a percentage of the matrix peak the ``peak`` section measured (None: not measured)."""
+    peak = run.results.get("matrix_peak_tflops", {}).get(dtype_name)
+    return round(100 * tflops / peak, 1) if peak else None
+
+
 def time_encoder(run: Run, arch: str, dtype_name: str, batch: int, frames: int, paths: list[str], iters: int) -> None:
     dev = run.device
     dtype = DTYPES[dtype_name]
@@ -407,13 +446,15 @@ def time_encoder(run: Run, arch: str, dtype_name: str, batch: int, frames: int, 
             "tflops_executed": round(2 * own * batch * frames / seconds / 1e12, 1),
             "speedup_vs_reference": round(reference_s / seconds, 3) if reference_s else None,
             "first_call_s": round(t_compile, 1),
+            "percent_of_peak": percent_of_peak(run, dtype_name, 2 * own * batch * frames / seconds / 1e12),
             "telemetry": sampler.telemetry.summary(),
         }
         run.results["timings"].append(row)
         run.save()  # a run cut off mid-section keeps the paths already timed
         print(
             f"  {path:>20} {dtype_name} B={batch}: {row['median_ms']:9.2f} ms  {row['clips_per_s']:9.1f} clips/s  "
-            f"{row['tflops_executed']:6.1f} TFLOP/s  x{row['speedup_vs_reference']}",
+            f"{row['tflops_executed']:6.1f} TFLOP/s ({row['percent_of_peak']} % of peak)  "
+            f"x{row['speedup_vs_reference']}",
             flush=True,
         )
     del model, clip
@@ -540,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=SECTIONS, help=f"comma-separated sections (default all: {SECTIONS})")
     parser.add_argument("--quick-checks", action="store_true", help="encoder checks in the default mode only")
     args = parser.parse_args(argv)
+    if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
+        # the kernels run in Triton's interpreter, which must be chosen before triton is imported
+        # (importing torch imports it): run again with it chosen
+        os.environ["TRITON_INTERPRET"] = "1"
+        os.execv(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)])
     device = torch.device("cpu" if args.smoke else "cuda")
     run = Run(Path(args.out), args.budget, device, args.smoke)
     arch = "test-tiny" if args.smoke else "ViT-B-16"
@@ -547,6 +593,12 @@ def main(argv: list[str] | None = None) -> int:
     big = 2 if args.smoke else 32
     it = 2 if args.smoke else 10
     only = set(args.only.split(","))
+    for name in ("bf16", "fp16") if args.smoke else ():
+        error = interpreter_dot_error(DTYPES[name])
+        if error > 1e-2:
+            run.unreliable_dot[name] = (
+                f"Triton's interpreter gets {name} tl.dot wrong (error {error:.1e} on 32x64 @ 64x32)"
+            )
     print(json.dumps(run.results["env"]), flush=True)
 
     def peaks():
