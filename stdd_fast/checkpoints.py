@@ -70,7 +70,7 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
         raise CheckpointError(
             f"{path}: could not read the checkpoint (not a valid pickle); is it truncated or corrupt?"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # garbage drives the unpickler into any error (IndexError, KeyError, struct.error, ...)
         raise CheckpointError(
             f"{path}: could not read the checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "is the file truncated or corrupt?"

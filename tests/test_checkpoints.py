@@ -141,12 +141,27 @@ def test_truncated_files(source, tmp_path):
 
 @pytest.mark.parametrize(
     "data, fragment",
-    [(b"", "empty"), (os.urandom(4096), "could not read"), (b"not a checkpoint at all", "could not read")],
+    [
+        (b"", "empty"),
+        (b"not a checkpoint at all", "could not read"),
+        (b"." + bytes(4095), "could not read"),  # pickle's STOP first: the unpickler raised IndexError
+    ],
 )
 def test_garbage_files(tmp_path, data, fragment):
     path = _bad(tmp_path, "garbage.pt", data)
     with pytest.raises(CheckpointError, match=fragment):
         load_model(path)
+
+
+def test_random_bytes_after_every_first_byte_give_a_checkpoint_error(tmp_path):
+    """The first byte picks the unpickler's (or zip reader's) path: every one must end in a CheckpointError."""
+    gen = torch.Generator().manual_seed(0)
+    for first in range(256):
+        tail = torch.randint(0, 256, (511,), generator=gen, dtype=torch.uint8).numpy().tobytes()
+        path = _bad(tmp_path, f"garbage-{first}.pt", bytes([first]) + tail)
+        with pytest.raises(CheckpointError, match=r"could not read|holds a") as e:
+            load_model(path)
+        assert str(path) in str(e.value)
 
 
 def test_missing_file():
