@@ -567,6 +567,32 @@ def launch_tuning_record() -> dict:
     return record
 
 
+def compiled_kernels_record() -> list[dict]:
+    """Each Triton kernel this run compiled, as the GPU loaded it (compare ``benchmarks/kernel_resources.py``)."""
+    records = []
+    for name in ("layer_norm", "stca_sparse_attention", "stca_scatter", "stdd_head"):
+        module = sys.modules.get(f"stdd_fast.kernels.{name}")
+        jitted = [fn for fn in vars(module).values() if hasattr(fn, "device_caches")] if module else []
+        for fn in jitted:
+            for caches in list(fn.device_caches.values()):
+                for kernel in caches[0].values():  # the per-device kernel cache: specialisation -> CompiledKernel
+                    md = kernel.metadata
+                    records.append(
+                        {
+                            "kernel": md.name,
+                            "num_warps": md.num_warps,
+                            "shared_bytes": md.shared,
+                            "registers": getattr(kernel, "n_regs", None),  # set once the binary is loaded
+                            "spills": getattr(kernel, "n_spills", None),
+                            "constants": {
+                                fn.arg_names[k[0]] if isinstance(k, tuple) else str(k): str(v)
+                                for k, v in getattr(kernel.src, "constants", {}).items()
+                            },
+                        }
+                    )
+    return records
+
+
 SECTIONS = (
     "peak,kernels,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
     "compiled-bf16,compile-graphs,compiled-fp16,profile,l14,autotune-bf16"
@@ -650,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
             run.section(name, fn, needs_s=needs)
 
     run.results["launch_tuning"] = launch_tuning_record()
+    try:
+        run.results["compiled_kernels"] = compiled_kernels_record()
+    except Exception as e:  # Triton internals differ across versions: the record is optional
+        run.results["compiled_kernels"] = [{"error": repr(e)}]
     failed = [c["check"] for c in run.results["correctness"] if not c["pass"]]
     run.results["failed_checks"] = failed
     run.save()
