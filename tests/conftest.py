@@ -1,4 +1,8 @@
-"""Test configuration: offline hub, Triton's CPU interpreter when there is no GPU, slow-test switch."""
+"""Test configuration: offline hub, Triton's CPU interpreter when there is no GPU, slow-test switch, seeds.
+
+Inputs are fresh random on every run; each test seeds torch, numpy and ``random`` with its own seed
+(``STDD_TEST_SEED=N`` fixes it) and a failing test's report names the seed that reproduces it.
+"""
 
 import os
 
@@ -7,7 +11,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not os.path.exists("/dev/nvidia0") and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
 
+import random
+
+import numpy as np
 import pytest
+import torch
 
 
 def pytest_addoption(parser):
@@ -21,3 +29,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _reproducible_random_inputs(request):
+    seed = int(os.environ.get("STDD_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    request.node.stdd_seed = seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    seed = getattr(item, "stdd_seed", None)
+    if report.failed and seed is not None:
+        report.sections.append(("random inputs", f"STDD_TEST_SEED={seed} reproduces this test's random inputs"))
+    return report
