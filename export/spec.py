@@ -156,7 +156,7 @@ class ExportSpec:
                 )
             known = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (ValueError, TypeError, AttributeError) as e:
+        except (ValueError, TypeError, AttributeError, RecursionError) as e:
             raise ConfigError(f"{source}: unreadable stdd_fast export spec ({e})") from None
 
 

@@ -118,7 +118,7 @@ def read_sidecar(plan: str | Path) -> dict:
         )
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise PlanMismatchError(f"{path}: unreadable sidecar ({e}); rebuild the plan with stdd-export --trt") from None
     if data.get("format") != SIDECAR_FORMAT or data.get("version") != SIDECAR_VERSION:
         raise PlanMismatchError(

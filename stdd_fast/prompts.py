@@ -57,8 +57,8 @@ def _load_yaml_mapping(path: str | Path, what: str) -> dict:
         raise ClassifierError(f"{path}: no such {what} file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ClassifierError(f"{path}: not valid YAML ({e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as e:  # Recursion: nested too deeply
+        raise ClassifierError(f"{path}: not valid YAML ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or not data:
         raise ClassifierError(f"{path}: expected a mapping from class name to a {what} record")
     return data
@@ -133,8 +133,8 @@ def read_class_names(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"{path}: no such class-list file")
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             data = json.loads(text)
             if isinstance(data, dict):
@@ -143,7 +143,7 @@ def read_class_names(path: str | Path) -> list[str]:
         if path.suffix in (".yml", ".yaml"):
             data = yaml.safe_load(text)
             return [str(c) for c in (data["classes"] if isinstance(data, dict) else data)]
-    except (json.JSONDecodeError, yaml.YAMLError, KeyError, ValueError, TypeError) as e:
+    except (yaml.YAMLError, KeyError, ValueError, TypeError, OSError, RecursionError) as e:
         raise ClassifierError(f"{path}: not a class list ({type(e).__name__}: {e})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:

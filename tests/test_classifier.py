@@ -161,3 +161,24 @@ def test_official_xprompt_file_counts():
     entries = read_xprompt(LABEL_DB / "label_db" / "classes_xprompt_k400.yml")
     assert len(entries) == 400
     assert read_class_names(LABEL_DB / "label_db" / "k400-index2cls.json")[0] == "abseiling"
+
+
+UNREADABLE_TEXT = {
+    "not UTF-8": b"\xff\xfe\x00a: [b]\n",
+    "nested too deeply": b"[" * 5000,
+    "not YAML": b"a: [b\n\t- c",
+}
+
+
+@pytest.mark.parametrize("why", list(UNREADABLE_TEXT))
+@pytest.mark.parametrize("suffix", [".yml", ".json"])
+def test_unreadable_label_files_give_a_classifier_error(tmp_path, why, suffix):
+    from stdd_fast.prompts import read_askg
+
+    path = tmp_path / f"labels{suffix}"
+    path.write_bytes(UNREADABLE_TEXT[why])
+    for reader in (read_xprompt, read_askg, read_class_names):
+        with pytest.raises(ClassifierError) as e:
+            reader(path)
+        print(why, suffix, reader.__name__, "->", e.value)
+        assert str(path) in str(e.value)

@@ -120,6 +120,15 @@ def test_recipe_files_round_trip(tmp_path, suffix):
     assert Recipe.load(path) == r
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00epochs: 3\n", b"[" * 5000, b"epochs: [3\n\t- x"])
+def test_unreadable_recipe_files_give_a_config_error(tmp_path, content):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="not valid JSON or YAML") as e:
+        Recipe.load(path)
+    print(content[:12], "->", e.value)
+
+
 def test_overrides_are_coerced_and_validated(tmp_path):
     (tmp_path / "r.yaml").write_text("arch: test-tiny\nbase_lr: 1e-4\nbetas: [0.8, 0.9]\n")
     r = Recipe.load(tmp_path / "r.yaml")

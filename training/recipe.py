@@ -202,8 +202,8 @@ class Recipe:
             raise ConfigError(f"{path}: no such recipe file")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid JSON or YAML ({e})") from None
+        except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as e:  # Recursion: nested too deeply
+            raise ConfigError(f"{path}: not valid JSON or YAML ({type(e).__name__}: {e})") from None
         try:
             return cls.from_dict(data or {})
         except ConfigError as e:
