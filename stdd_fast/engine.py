@@ -40,7 +40,7 @@ from stdd_fast.results import Timings, VideoResult, WindowResult
 from stdd_fast.stream import Source, StreamConfig, WindowStream, parse_span
 from stdd_fast.text import text_tower_fingerprint
 from stdd_fast.video.clips import SamplingConfig, read_clips
-from stdd_fast.video.decode import check_backend, probe
+from stdd_fast.video.decode import check_backend, check_decoder_threads, probe
 from stdd_fast.video.transforms import preprocess
 
 VideoInput = str | Path | torch.Tensor
@@ -184,6 +184,7 @@ class Engine:
         # Why DALI is not used for any file of this engine (None: it is, codec permitting).
         self.dali_problem = self._dali_problem()
         self._dali = None  # the DaliDecoder, built on first use
+        check_decoder_threads(decode_threads, "decode_threads")
         self.decode_threads = decode_threads
         if decode_workers is None:
             decode_workers = min(4, os.cpu_count() or 1)
@@ -305,8 +306,9 @@ class Engine:
             if isinstance(batch_clips, bool) or not isinstance(batch_clips, int) or batch_clips < 1:
                 raise ConfigError(f"batch_clips={batch_clips!r}: must be an int >= 1 or None")
             return batch_clips
-        if not memory_budget_mb > 0:
-            raise ConfigError(f"memory_budget_mb={memory_budget_mb!r}: must be > 0")
+        number = isinstance(memory_budget_mb, int | float) and not isinstance(memory_budget_mb, bool)
+        if not (number and math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+            raise ConfigError(f"memory_budget_mb={memory_budget_mb!r}: must be a finite number of MiB > 0")
         arch = self.arch
         tokens, width, heads = arch.tokens_per_frame, arch.vision_width, arch.vision_heads
         # Peak activations of one block per frame: ~12 token-width buffers (residual, QKV, the STCA

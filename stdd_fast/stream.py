@@ -177,8 +177,11 @@ class StreamConfig:
                 raise ConfigError(f"{name}={value!r}: must be a number of seconds >= 0")
         if self.stall_timeout <= 0:
             raise ConfigError(f"stall_timeout={self.stall_timeout!r}: must be > 0 seconds")
-        if self.fps is not None and not (isinstance(self.fps, numbers.Real) and self.fps > 0):
-            raise ConfigError(f"fps={self.fps!r}: must be > 0 or None (from the source)")
+        fps = self.fps
+        if fps is not None and not (
+            isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0
+        ):
+            raise ConfigError(f"fps={fps!r}: must be a finite number > 0 or None (from the source)")
 
 
 @dataclass(frozen=True)

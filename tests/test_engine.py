@@ -193,6 +193,27 @@ def test_results_and_progress(model, clips, capsys):
     assert "classifying" in capsys.readouterr().err  # the tqdm bar
 
 
+@pytest.mark.parametrize(
+    "option, values",
+    [
+        ("num_frames", [0, -2, 2.5, "8", None, True]),
+        ("sampling_rate", [0, 0.5, "x"]),
+        ("num_views", [0, 1.5]),
+        ("target_fps", [0, -30, float("nan"), float("inf"), "30", None, True]),
+        ("decode_batch", [0, 1.5, None]),
+        ("decode_workers", [0, 2.5]),
+        ("decode_threads", [-1, 1.5, "x", True]),
+        ("batch_clips", [0, 1.5, "x"]),
+        ("memory_budget_mb", [0, -5, float("nan"), float("inf"), "x", True]),
+    ],
+)
+def test_bad_numeric_options_name_the_value(model, option, values):
+    for value in values:
+        with pytest.raises(ConfigError, match=f"{option}=") as e:
+            Engine(model, classes=CLASSES, **{option: value})
+        print(option, repr(value), "->", e.value)
+
+
 def test_memory_budget_sets_the_batch(model):
     assert Engine(model, memory_budget_mb=1e-3).batch_clips == 1
     assert Engine(model, memory_budget_mb=1024).batch_clips > Engine(model, memory_budget_mb=64).batch_clips

@@ -74,6 +74,9 @@ def test_window_geometry():
             parse_span(bad, "stride")
     with pytest.raises(ConfigError, match="unknown on_backpressure policy 'wait'; valid values: 'block', 'drop'"):
         StreamConfig(on_backpressure="wait")
+    for bad in (0, -1, float("nan"), float("inf"), "30", True):
+        with pytest.raises(ConfigError, match="fps="):
+            StreamConfig(fps=bad)
     with pytest.raises(ConfigError, match="needs the frame rate"):
         window_geometry(8, 16, 30, StreamConfig(), fps=None)
 

@@ -9,7 +9,7 @@ import torch
 
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.video.decode import VideoInfo, VideoReader, check_backend, probe
-from stdd_fast.video.sampling import SAMPLING_MODES, SamplingMode, sample_indices
+from stdd_fast.video.sampling import SAMPLING_MODES, SamplingMode, check_target_fps, sample_indices
 from stdd_fast.video.transforms import preprocess
 
 
@@ -34,8 +34,7 @@ class SamplingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r}: must be an int >= 1")
-        if not (isinstance(self.target_fps, int | float) and self.target_fps > 0):
-            raise ConfigError(f"target_fps={self.target_fps!r}: must be > 0")
+        check_target_fps(self.target_fps)
 
     def indices(self, info: VideoInfo) -> torch.Tensor:
         """Frame indices of this video's views: LongTensor [num_views, num_frames]."""

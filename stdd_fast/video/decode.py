@@ -114,6 +114,12 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.error.FFmpegError, OSError, ValueError)
 
 
+def check_decoder_threads(threads: object, name: str = "threads") -> None:
+    """FFmpeg decoder threads: None (FFmpeg's default) or an int >= 0 (0 = one per core)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ConfigError(f"{name}={threads!r}: must be None or an int >= 0 (0 = one per core)")
+
+
 class VideoReader:
     """One open video (PyAV container) that returns frames by presentation index.
 
@@ -130,8 +136,7 @@ class VideoReader:
             raise VideoError(f"{self.path}: no such file")
         if p.is_dir():
             raise VideoError(f"{self.path}: is a directory, not a video file")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-            raise ConfigError(f"threads={threads!r}: must be None or an int >= 0 (0 = one per core)")
+        check_decoder_threads(threads)
         import av
 
         try:

@@ -41,6 +41,13 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ConfigError(f"{name}={value!r}: must be an int >= 1")
 
 
+def check_target_fps(target_fps: object) -> None:
+    """``target_fps`` must be a finite number > 0 (the rate ``sampling_rate`` counts frames at)."""
+    number = isinstance(target_fps, int | float) and not isinstance(target_fps, bool)
+    if not (number and math.isfinite(target_fps) and target_fps > 0):
+        raise ConfigError(f"target_fps={target_fps!r}: must be a finite number > 0 (frames per second)")
+
+
 def official_clip_sizes(fps: float, num_frames: int, sampling_rate: int, target_fps: float) -> tuple[float, float]:
     """(clip_size, clip_size2) of the released PyAV path, in source frames (floats, as released).
 
@@ -115,8 +122,7 @@ def sample_indices(
         return numer // (num_frames * (num_views + 1))
     if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps={fps!r}: the official sampling needs the video's frame rate (> 0)")
-    if not (isinstance(target_fps, int | float) and target_fps > 0):
-        raise ConfigError(f"target_fps={target_fps!r}: must be > 0")
+    check_target_fps(target_fps)
     if pts_per_frame is not None and not pts_per_frame > 0:
         raise ConfigError(f"pts_per_frame={pts_per_frame!r}: must be > 0 or None")
 
