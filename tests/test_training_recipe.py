@@ -138,6 +138,13 @@ def test_overrides_are_coerced_and_validated(tmp_path):
     assert r.stca_config().mask_rate == 0.0
     with pytest.raises(ConfigError, match="did you mean 'base_lr'"):
         r.with_overrides(["base_rl=1"])
+    for override in ("base_lr=nan", "weight_decay=inf", "gwa_mu=-inf", "clip_grad_norm=inf"):
+        with pytest.raises(ConfigError, match="expected a finite float"):
+            r.with_overrides([override])
+    with pytest.raises(ConfigError, match=r"Recipe\.betas='\[nan, 0\.9\]': expected tuple"):
+        r.with_overrides(["betas=[nan, 0.9]"])
+    with pytest.raises(ConfigError, match=r"target_fps=0\.0: must be > 0"):
+        r.with_overrides(["target_fps=0"])
     with pytest.raises(ConfigError, match="'paper', 'none'"):
         r.with_overrides(["distill=nope"])
     with pytest.raises(ConfigError, match="expected int"):

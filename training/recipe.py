@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -132,9 +133,11 @@ class Recipe:
                 f"Recipe.batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}; "
                 "batch_size is the global clips per optimizer step"
             )
-        for name in ("base_lr", "warmup_start_lr", "end_lr", "weight_decay", "eps", "distill_ratio", "target_fps"):
+        for name in ("base_lr", "warmup_start_lr", "end_lr", "weight_decay", "eps", "distill_ratio"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"Recipe.{name}={getattr(self, name)!r}: must be >= 0")
+        if self.target_fps <= 0:
+            raise ConfigError(f"Recipe.target_fps={self.target_fps!r}: must be > 0 (frames per second)")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(
                 f"Recipe.warmup_epochs={self.warmup_epochs!r}: must lie in [0, epochs={self.epochs}) "
@@ -296,9 +299,9 @@ def _coerce(name: str, value: object, hint: object) -> object:
                 raise ValueError
             return int(value)
         if hint is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
                 raise ValueError
-            return float(value)
+            return number
         if hint is str:
             if isinstance(value, os.PathLike):
                 return os.fspath(value)
@@ -318,6 +321,6 @@ def _coerce(name: str, value: object, hint: object) -> object:
                 raise ValueError
             return dict(items)
     except (TypeError, ValueError):
-        shown = getattr(hint, "__name__", str(hint))
+        shown = "a finite float" if hint is float else getattr(hint, "__name__", str(hint))
         raise ConfigError(f"Recipe.{name}={value!r}: expected {shown}") from None
     raise ConfigError(f"Recipe.{name}: unsupported field type {hint}")  # a programming error, caught by tests
