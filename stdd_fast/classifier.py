@@ -172,6 +172,12 @@ def build_classifier(
     """
     if reduce not in REDUCES:
         raise choice_error("reduce", reduce, REDUCES)
+    if match not in P.MATCHES:
+        raise choice_error("match", match, P.MATCHES)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ClassifierError(f"batch_size={batch_size!r}: must be an int >= 1 (prompts per text-tower forward)")
+    if isinstance(classes, str):
+        raise ClassifierError(f"classes={classes!r} is one string: pass a list of names (e.g. {classes!r}.split(','))")
     if xprompt is not None and askg is not None:
         raise ClassifierError("pass either xprompt= or askg=, not both")
     templates = list(templates) if templates is not None else list(P.STDD_TEMPLATES)
@@ -191,6 +197,11 @@ def build_classifier(
         if not classes:
             raise ClassifierError("no class names given: pass classes=[...] (or an xprompt/ASKG file)")
         names, clauses, source = list(classes), [[] for _ in classes], "templates"
+    blank = [i for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    if blank:
+        raise ClassifierError(
+            f"class names must be non-empty strings; classes[{blank[0]}] is {names[blank[0]]!r} ({len(blank)} such)"
+        )
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise ClassifierError(f"duplicate class names {dupes[:5]}: each class must appear once")

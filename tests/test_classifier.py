@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import randomize_
 
-from stdd_fast import STDD_TEMPLATES, Classifier, ClassifierError, build_classifier, create_model
+from stdd_fast import STDD_TEMPLATES, Classifier, ClassifierError, ConfigError, build_classifier, create_model
 from stdd_fast.prompts import askg_clauses, class_prompts, prompt_grid, read_class_names, read_xprompt
 
 LABEL_DB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stdd-label-db"
@@ -112,6 +112,16 @@ def test_input_errors(model, tmp_path):
         build_classifier(model, ["a", "a"])
     with pytest.raises(ClassifierError, match="containing"):
         build_classifier(model, ["a"], templates=["no placeholder"])
+    with pytest.raises(ClassifierError, match=r"classes\[1\] is ''"):
+        build_classifier(model, ["a", "", " "])
+    with pytest.raises(ClassifierError, match=r"classes\[0\] is 1"):
+        build_classifier(model, [1, 2])
+    with pytest.raises(ClassifierError, match="is one string: pass a list"):
+        build_classifier(model, "run,jump")
+    with pytest.raises(ClassifierError, match="batch_size=0"):
+        build_classifier(model, ["a"], batch_size=0)
+    with pytest.raises(ConfigError, match="unknown match 'name'"):
+        build_classifier(model, ["a"], match="name")
     yml = tmp_path / "x.yml"
     yml.write_text("run:\n  xprompt_oo: [where legs move]\njump:\n  xprompt_ao: [which needs legs]\n")
     with pytest.raises(ClassifierError, match="has 2 classes but 3 class names"):
