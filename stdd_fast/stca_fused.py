@@ -76,11 +76,14 @@ def layer_norm_stats(
 
     CUDA's LayerNorm already computes in fp32 and returns fp32 statistics for fp16/bf16 input, so it
     runs in one pass there; elsewhere low-precision input is upcast first (CPU keeps input-dtype
-    statistics). Under autograd the statistics are recomputed differentiably (``native_layer_norm``
-    returns them as non-differentiable outputs, and the sparse path's projections depend on them).
+    statistics), and so is any input whose weight or bias has another dtype (PyTorch's LayerNorm
+    takes no mixed dtypes outside autocast, e.g. bf16 activations with fp32 parameters). Under
+    autograd the statistics are recomputed differentiably (``native_layer_norm`` returns them as
+    non-differentiable outputs, and the sparse path's projections depend on them).
     The Triton kernel ``stdd_fast.kernels.layer_norm`` computes this function.
     """
-    one_pass = x.is_cuda or x.dtype == torch.float32
+    same_dtype = all(p is None or p.dtype == x.dtype for p in (weight, bias))
+    one_pass = same_dtype and (x.is_cuda or x.dtype == torch.float32)
     xin = x if one_pass else x.float()
     if not one_pass:
         weight = weight.float() if weight is not None else None

@@ -97,3 +97,20 @@ def test_folded_weights_follow_parameter_updates():
         ref = _encode(model, frames, "reference")
     assert not torch.allclose(before, after)
     assert report("fused after in-place weight update", max_rel_err(after, ref)) <= FP32_MAX_REL
+
+
+@pytest.mark.parametrize("x_dtype, param_dtype", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32)])
+def test_layer_norm_stats_takes_parameters_of_another_dtype(x_dtype, param_dtype):
+    """LayerNorm with statistics: input and parameters in different dtypes compute in fp32, output in x's dtype."""
+    from stdd_fast.stca_fused import layer_norm_stats
+
+    x = (3 * torch.randn(5, 7, 48) + 1).to(x_dtype)
+    weight = (1 + 0.2 * torch.randn(48)).to(param_dtype)
+    bias = (0.1 * torch.randn(48)).to(param_dtype)
+    normed, mean, rstd = layer_norm_stats(x, weight, bias, 1e-5)
+    exact = torch.nn.functional.layer_norm(x.double(), (48,), weight.double(), bias.double(), 1e-5)
+    assert normed.dtype == x_dtype and mean.dtype == rstd.dtype == torch.float32
+    bound = FP32_MAX_REL if x_dtype == torch.float32 else torch.finfo(x_dtype).eps
+    err = report(f"layer_norm_stats x {x_dtype} params {param_dtype}", max_rel_err(normed, exact))
+    assert err <= bound
+    assert max_rel_err(mean, x.double().mean(-1, keepdim=True)) <= FP32_MAX_REL
