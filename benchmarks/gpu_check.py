@@ -93,6 +93,7 @@ class Run:
         ok = value >= bound if kind == "min_cosine" else value <= bound
         row = {"check": name, kind: value, "bound": bound, "pass": bool(ok), **extra}
         self.results["correctness"].append(row)
+        self.save()  # a run cut off mid-section keeps the checks already made
         print(f"  {'PASS' if ok else 'FAIL'} {name}: {kind}={value:.3e} (bound {bound:.1e})", flush=True)
 
 
@@ -175,6 +176,39 @@ def correctness(run: Run, arch: str, frames_shape: tuple[int, ...], quick: bool 
     del base
 
 
+def sparse_args(block, x32: torch.Tensor, frames: int, dtype: torch.dtype) -> tuple:
+    """The sparse path's inputs for ``block`` on frames ``x32`` [clips * frames, L, D], cast to ``dtype``."""
+    dev = x32.device
+    low = copy.deepcopy(block).to(dtype)
+    x = x32.to(dtype)
+    vis, src = block.visible_tokens(x32.shape[0] // frames, frames, dev), block.index.source_maps(frames, dev)
+    with torch.no_grad():
+        h, mean, rstd = layer_norm_with_stats(low.ln_1, x)
+        qkv = F.linear(h, low.attn.in_proj_weight, low.attn.in_proj_bias)
+        proj = fold_sparse_projection(low, src.shape[-1], dtype)
+    return qkv, x, mean, rstd, vis, src, proj, low.attn.num_heads
+
+
+def time_sparse(run: Run, what: str, args: tuple, dtype_name: str, paths: dict) -> None:
+    """Time each of ``paths`` (name -> sparse-attention function, the first the baseline) on ``args``."""
+    reference_s = None
+    for name, fn in paths.items():
+        with torch.no_grad():
+            timing = time_fn(lambda fn=fn: fn(*args), run.device, warmup=3, iters=10, min_seconds=0.3)
+        reference_s = reference_s or timing.median
+        row = {
+            "what": what,
+            "path": name,
+            "dtype": dtype_name,
+            "frames": args[1].shape[0],
+            "median_ms": round(timing.median * 1e3, 4),
+            "speedup_vs_reference": round(reference_s / timing.median, 3),
+        }
+        run.results["timings"].append(row)
+        run.save()
+        print(f"  {what} {name:>8} {dtype_name} {row['frames']} frames: {row['median_ms']:8.3f} ms", flush=True)
+
+
 def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
     from stdd_fast.kernels.layer_norm import layer_norm_rows
     from stdd_fast.kernels.stca_scatter import TILES, stca_scatter
@@ -189,18 +223,9 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
     vis = block.visible_tokens(batch, frames, dev)
     src = block.index.source_maps(frames, dev)
 
-    def sparse_inputs(dtype):
-        low = copy.deepcopy(block).to(dtype)
-        x = x32.to(dtype)
-        with torch.no_grad():
-            h, mean, rstd = layer_norm_with_stats(low.ln_1, x)
-            qkv = F.linear(h, low.attn.in_proj_weight, low.attn.in_proj_bias)
-            proj = fold_sparse_projection(low, src.shape[-1], dtype)
-        return qkv, x, mean, rstd, vis, src, proj, low.attn.num_heads
-
-    exact = sparse_attention_ref(*sparse_inputs(torch.float32))
+    exact = sparse_attention_ref(*sparse_args(block, x32, frames, torch.float32))
     for dname, dtype in DTYPES.items():
-        args = sparse_inputs(dtype)
+        args = sparse_args(block, x32, frames, dtype)
         out = torch.full((x32.shape[0], vis.shape[2] + 1, width), float("nan"), device=dev, dtype=dtype)
         stca_sparse_attention(*args, out=out)
         if dname == "fp32":
@@ -246,8 +271,9 @@ def kernel_correctness(run: Run, arch: str, batch: int, frames: int) -> None:
     exact_ln = F.layer_norm(exact_full, (width,), ln.weight, ln.bias, ln.eps)
     for dname, dtype in DTYPES.items():
         low = [t.to(dtype) for t in (update, x32)]
-        full, normed, _, _ = layer_norm_rows(low[0], ln.weight, ln.bias, ln.eps, residual=low[1])
-        ref_full, ref_normed = residual_layer_norm_ref(*low, ln.weight, ln.bias, ln.eps)
+        weight, bias = ln.weight.to(dtype), ln.bias.to(dtype)  # as in a model cast to the dtype
+        full, normed, _, _ = layer_norm_rows(low[0], weight, bias, ln.eps, residual=low[1])
+        ref_full, ref_normed = residual_layer_norm_ref(*low, weight, bias, ln.eps)
         bound = 1e-5 if dname == "fp32" else LOWP_FACTOR * rel_err(ref_normed, exact_ln) + LOWP_ATOL
         run.check(f"kernel residual LayerNorm {dname}", rel_err(normed, exact_ln), bound)
         # the sum is rounded once to the dtype, as PyTorch's add rounds it (within one rounding step)
@@ -288,21 +314,16 @@ def l14_kernels(run: Run, arch: ArchConfig, dtypes: list[str], frames_timed: int
     heads, width = arch.vision_heads, arch.vision_width
 
     def inputs(dtype, frames):
-        low = copy.deepcopy(block).to(dtype)
         x = torch.randn(frames, arch.tokens_per_frame, width, device=dev, generator=torch.Generator(dev).manual_seed(5))
-        x = x.to(dtype)
-        vis, src = block.visible_tokens(frames // 8, 8, dev), block.index.source_maps(8, dev)
-        with torch.no_grad():
-            h, mean, rstd = layer_norm_with_stats(low.ln_1, x)
-            qkv = F.linear(h, low.attn.in_proj_weight, low.attn.in_proj_bias)
-            return qkv, x, mean, rstd, vis, src, fold_sparse_projection(low, src.shape[-1], dtype), heads
+        return sparse_args(block, x, 8, dtype)
 
     exact = sparse_attention_ref(*inputs(torch.float32, 16))
     assert not single_tile(exact.shape[1] - 1)
     for dname in dtypes:
         args = inputs(DTYPES[dname], 16)
         with torch.no_grad():
-            out = sparse_attention_triton(*args)
+            out = torch.full_like(exact, float("nan"), dtype=DTYPES[dname])
+            stca_sparse_attention(*args, out=out)
             bound = 1e-5 if dname == "fp32" else LOWP_FACTOR * rel_err(sparse_attention_ref(*args), exact) + LOWP_ATOL
             run.check(f"kernel sparse-attention L/14 (blocked) {dname}", rel_err(out, exact), bound)
             worst = 0.0
@@ -320,22 +341,28 @@ def l14_kernels(run: Run, arch: ArchConfig, dtypes: list[str], frames_timed: int
     if not frames_timed:
         return
     args = inputs(DTYPES[dtypes[-1]], frames_timed)
-    reference_s = None
-    for name, fn in (("pytorch", sparse_attention_ref), ("triton", sparse_attention_triton)):
-        with torch.no_grad():
-            timing = time_fn(lambda fn=fn: fn(*args), dev, warmup=3, iters=10, min_seconds=0.3)
-        reference_s = reference_s or timing.median
-        row = {
-            "what": "sparse_attention L/14",
-            "path": name,
-            "dtype": dtypes[-1],
-            "frames": frames_timed,
-            "median_ms": round(timing.median * 1e3, 4),
-            "speedup_vs_reference": round(reference_s / timing.median, 3),
-        }
-        run.results["timings"].append(row)
-        run.save()
-        print(f"  L/14 sparse attention {name:>8} {dtypes[-1]} {frames_timed} frames: {row['median_ms']:8.3f} ms")
+    paths = {"pytorch": sparse_attention_ref, "triton": sparse_attention_triton}
+    time_sparse(run, "sparse_attention L/14", args, dtypes[-1], paths)
+
+
+def fp32_paths(run: Run, arch: str, frames_timed: int, batch: int, iters: int) -> None:
+    """fp32 on the GPU: the sparse-attention kernel against the PyTorch sparse path, then the encoder.
+
+    The triton impl runs fp32 sparse attention in PyTorch on a GPU (the kernel's exact fp32
+    ``tl.dot`` runs on FMA units and spills); this measures that choice, then the encoder's paths.
+    """
+    from stdd_fast.kernels.stca_sparse_attention import stca_sparse_attention
+
+    dev = run.device
+    model = realistic_(create_model(arch, seed=9)).to(dev)
+    block = model.blocks[len(model.blocks) // 2]
+    x32 = torch.randn(frames_timed, model.arch.tokens_per_frame, model.arch.vision_width, device=dev)
+    args = sparse_args(block, x32, 8, torch.float32)
+    time_sparse(
+        run, "sparse_attention", args, "fp32", {"pytorch": sparse_attention_ref, "kernel": stca_sparse_attention}
+    )
+    del model, x32, args
+    time_encoder(run, arch, "fp32", batch, 8, ["reference", "fused", "triton"], iters)
 
 
 def gradients(run: Run, arch: str, frames_shape) -> None:
@@ -595,7 +622,7 @@ def compiled_kernels_record() -> list[dict]:
 
 SECTIONS = (
     "peak,kernels,checks,gradients,eager-bf16,block-bf16,head,eager-fp16,b1-bf16,b1-fp16,"
-    "compiled-bf16,compile-graphs,compiled-fp16,profile,l14,autotune-bf16"
+    "compiled-bf16,compile-graphs,compiled-fp16,profile,l14,fp32,autotune-bf16"
 )
 
 
@@ -604,9 +631,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for the whole run")
     parser.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny arch: checks the script")
-    parser.add_argument("--only", default=SECTIONS, help=f"comma-separated sections (default all: {SECTIONS})")
+    parser.add_argument(
+        "--only", default=SECTIONS, help=f"comma-separated sections, run in that order (default all: {SECTIONS})"
+    )
     parser.add_argument("--quick-checks", action="store_true", help="encoder checks in the default mode only")
     args = parser.parse_args(argv)
+    only = list(dict.fromkeys(args.only.split(",")))
+    unknown = [key for key in only if key not in SECTIONS.split(",")]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; the sections are {SECTIONS}")
     if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
         # the kernels run in Triton's interpreter, which must be chosen before triton is imported
         # (importing torch imports it): run again with it chosen
@@ -618,7 +651,6 @@ def main(argv: list[str] | None = None) -> int:
     size = 32 if args.smoke else 224
     big = 2 if args.smoke else 32
     it = 2 if args.smoke else 10
-    only = set(args.only.split(","))
     for name in ("bf16", "fp16") if args.smoke else ():
         error = interpreter_dot_error(DTYPES[name])
         if error > 1e-2:
@@ -665,14 +697,22 @@ def main(argv: list[str] | None = None) -> int:
         ("profile", "profile bf16 B=32", lambda: profile_encoder(run, arch, big, ["fused", "triton"]), 15),
         ("l14", "sparse-attention kernel at L/14 shapes", lambda: l14_kernels(run, *l14_setup), 45),
         (
+            "fp32",
+            "fp32 sparse attention and encoder",
+            lambda: fp32_paths(run, arch, 8 * max(1, big // 4), max(1, big // 4), it),
+            40,
+        ),
+        (
             "autotune-bf16",
             "encoder bf16 B=32, max-autotune (inductor's GEMM templates, epilogue fusion)",
             lambda: time_encoder(run, arch, "bf16", big, 8, ["reference", "compile:triton", "autotune:triton"], it),
             150,
         ),
     ]
-    for key, name, fn, needs in plan:
-        if key in only and not (args.smoke and key in ("peak", "profile", "autotune-bf16")):
+    sections = {key: (name, fn, needs) for key, name, fn, needs in plan}
+    for key in only:  # in the order given: the first ones get the time budget
+        if not (args.smoke and key in ("peak", "profile", "autotune-bf16")):
+            name, fn, needs = sections[key]
             run.section(name, fn, needs_s=needs)
 
     run.results["launch_tuning"] = launch_tuning_record()

@@ -95,9 +95,28 @@ def _guarded(name: str, like: torch.Tensor, kernel, reference, instead: str = "i
         return reference()
 
 
+def kernel_runs_sparse_attention(x: torch.Tensor) -> bool:
+    """Whether the sparse path of a block on ``x`` runs the Triton kernel (else its PyTorch reference).
+
+    Not in fp32 on a GPU: there the kernel's ``tl.dot`` is exact fp32 (``input_precision="ieee"``),
+    which runs on FMA units, not tensor cores, and its tiles spill 10-12 KB of stack per thread. On
+    an H100 one fp32 launch over 16 ViT-B/16 frames took 4.05 ms where bf16 took 0.072 ms, and
+    20.97 ms against 0.093 ms at ViT-L/14 (``benchmarks/results/gpu_check_h100_run3.json``,
+    ``launch_tuning``). fp32 on a GPU therefore runs the PyTorch sparse path (cuBLAS and SDPA), the
+    function the kernel computes. Triton's interpreter (CPU) keeps running the kernel in fp32, the
+    one dtype it computes correctly, so the tests check the kernel's arithmetic there.
+    """
+    return x.dtype != torch.float32 or not x.is_cuda
+
+
 def _sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj: SparseProjection, num_heads: int):
-    """The sparse kernel for the frame's size; where one tile does not fit the GPU, the blocked kernel, then PyTorch."""
+    """The sparse kernel for the frame's size; where one tile does not fit the GPU, the blocked kernel, then PyTorch.
+
+    fp32 on a GPU runs PyTorch (:func:`kernel_runs_sparse_attention`).
+    """
     args = (qkv, x, mean, rstd, visible, source_maps, proj, num_heads)
+    if not kernel_runs_sparse_attention(x):
+        return sparse_attention_ref(*args)
 
     def blocked():
         return _guarded(
@@ -305,6 +324,7 @@ TRITON_PIECES = FusedPieces(
 
 __all__ = [
     "TRITON_PIECES",
+    "kernel_runs_sparse_attention",
     "layer_norm_triton",
     "residual_layer_norm_triton",
     "scatter_residual_triton",

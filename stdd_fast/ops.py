@@ -7,7 +7,9 @@
   autograd-capable, exportable;
 * ``"triton"``: the fused path with its hot pieces (LayerNorms, sparse attention, scatter) and the
   scoring head as Triton kernels
-  (:mod:`stdd_fast.kernels`); needs CUDA, or ``TRITON_INTERPRET=1`` on CPU (fp32, for tests);
+  (:mod:`stdd_fast.kernels`); needs CUDA, or ``TRITON_INTERPRET=1`` on CPU (fp32, for tests). In
+  fp32 on a GPU its sparse attention runs in PyTorch: the kernel's exact fp32 dot is far slower
+  there (:func:`stdd_fast.kernels.kernel_runs_sparse_attention`);
 * ``"auto"``: ``"triton"`` for CUDA tensors when Triton imports, else ``"fused"``.
 
 The patch embedding follows the same choice on CUDA: the reference runs CLIP's convolution, the

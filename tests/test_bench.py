@@ -125,3 +125,18 @@ def test_bad_options_fail_with_one_clear_line(args, fragment):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_gpu_check_rejects_an_unknown_section(tmp_path):
+    """benchmarks/gpu_check.py: a misspelt --only section stops at once (a GPU lease must not run nothing)."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--only", "kernels,fp23", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "unknown section(s) fp23; the sections are peak,kernels," in done.stderr

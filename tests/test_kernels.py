@@ -111,7 +111,7 @@ def test_blocked_kernel_takes_any_frame_size(grid, B, T):
 
 def test_l14_frames_take_the_blocked_kernel():
     """1 + 128 rows (ViT-L/14) exceed the one-tile kernel: the blocked kernel runs them, through the triton path."""
-    from stdd_fast.kernels import sparse_attention_triton
+    from stdd_fast.kernels import kernel_runs_sparse_attention, sparse_attention_triton
 
     block, x, vis, src = _block_inputs(16, 2, 2)
     assert not single_tile(vis.shape[2]) and single_tile(98)
@@ -121,7 +121,8 @@ def test_l14_frames_take_the_blocked_kernel():
         proj = fold_sparse_projection(block, src.shape[-1], x.dtype)
         args = (qkv, x, mean, rstd, vis, src, proj, block.attn.num_heads)
         out = sparse_attention_triton(*args)
-        assert torch.equal(out, stca_sparse_attention(*args))
+        runs_kernel = kernel_runs_sparse_attention(x)  # fp32 on a GPU runs the PyTorch sparse path
+        assert torch.equal(out, stca_sparse_attention(*args) if runs_kernel else sparse_attention_ref(*args))
         with pytest.raises(ValueError, match="blocked=False: one tile takes <= 127 visible patches per frame, got 128"):
             stca_sparse_attention(*args, blocked=False)
     assert report("triton path at the L/14 frame vs reference", max_rel_err(out, sparse_attention_ref(*args))) <= (
@@ -333,6 +334,8 @@ def test_a_sparse_tile_the_gpu_cannot_fit_runs_the_blocked_kernel(monkeypatch):
     monkeypatch.setattr(kernels, "stca_sparse_attention", launch)
     monkeypatch.setattr(kernels, "UNLAUNCHABLE", {})
     block, x, vis, src = _block_inputs(8, 2, 3)
+    if not kernels.kernel_runs_sparse_attention(x):
+        pytest.skip("fp32 on a GPU runs the PyTorch sparse path: there is no kernel launch to fall back from")
     with torch.no_grad():
         h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
         qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
@@ -349,3 +352,17 @@ def test_a_sparse_tile_the_gpu_cannot_fit_runs_the_blocked_kernel(monkeypatch):
         "stca_sparse_attention",
         "stca_sparse_attention (blocked)",
     ]
+
+
+def test_fp32_sparse_attention_on_a_gpu_runs_pytorch():
+    """The kernel's exact fp32 dot is slow on a GPU (FMA units, spills): fp32 CUDA input runs PyTorch."""
+    from types import SimpleNamespace
+
+    from stdd_fast.kernels import kernel_runs_sparse_attention
+
+    def on(device_type, dtype):
+        return kernel_runs_sparse_attention(SimpleNamespace(dtype=dtype, is_cuda=device_type == "cuda"))
+
+    assert not on("cuda", torch.float32)
+    assert on("cuda", torch.bfloat16) and on("cuda", torch.float16)
+    assert on("cpu", torch.float32)  # Triton's interpreter: the kernel's arithmetic is checked in fp32
