@@ -85,6 +85,9 @@ class TensorRTRunner:
         with torch.cuda.device(self.device):
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
+            # A version-compatible or lean plan can embed host code that deserialising runs: never here.
+            if hasattr(self._runtime, "engine_host_code_allowed"):
+                self._runtime.engine_host_code_allowed = False
             self.engine = self._runtime.deserialize_cuda_engine(data)
             if self.engine is None:
                 raise PlanMismatchError(

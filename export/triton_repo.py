@@ -14,6 +14,7 @@ the ``frames`` input and ``scores`` / ``embeddings`` outputs, dynamic batching a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Literal, get_args
@@ -26,6 +27,35 @@ InstanceKind = Literal["auto", "gpu", "cpu"]
 INSTANCE_KINDS: tuple[str, ...] = get_args(InstanceKind)
 _TRITON_DTYPE = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 _DEFAULT_MAX_BATCH_ONNX = 32
+# A model name is one directory of the repository: no separators, no "..", nothing a shell or
+# config.pbtxt would read differently.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_model_name(name: object) -> str:
+    """A Triton model name that is one plain directory inside the repository (ConfigError otherwise)."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"Triton model name {name!r}: use 1-128 letters, digits, '_', '-' or '.' (not starting with '.' or "
+            "'-': no path separators, no '..'), e.g. 'stdd'"
+        )
+    return name
+
+
+def check_label_names(classes: tuple[str, ...] | list[str]) -> None:
+    """Class names written one per line (labels.txt) must be strings without control characters."""
+    for i, name in enumerate(classes):
+        if not isinstance(name, str) or _CONTROL.search(name):
+            raise ConfigError(
+                f"class {i} ({name!r}) contains a newline or control character, which would corrupt labels.txt "
+                "and every label after it; rebuild the classifier with plain class names"
+            )
+
+
+def _quoted(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _dims(shape: tuple) -> str:
@@ -49,10 +79,10 @@ def render_config(
     preferred = ""
     if preferred_batch_sizes:
         preferred = f"  preferred_batch_size: [ {', '.join(str(b) for b in preferred_batch_sizes)} ]\n"
-    filename = f'default_model_filename: "{model_filename}"\n' if model_filename else ""
+    filename = f"default_model_filename: {_quoted(model_filename)}\n" if model_filename else ""
     return (
-        f'name: "{name}"\n'
-        f'platform: "{platform}"\n'
+        f"name: {_quoted(check_model_name(name))}\n"
+        f"platform: {_quoted(platform)}\n"
         f"{filename}"
         f"max_batch_size: {max_batch_size}\n"
         "input [\n"
@@ -111,9 +141,8 @@ def write_triton_repo(
         raise ConfigError(f"{model_file}: no such file; pass an ONNX file (--onnx-file) or a TensorRT plan (--plan)")
     if instance_kind not in INSTANCE_KINDS:
         raise choice_error("Triton instance kind", instance_kind, INSTANCE_KINDS)
-    if not name or any(c in name for c in '/\\ "'):
-        raise ConfigError(f"Triton model name {name!r}: use a plain directory name (no slashes, spaces or quotes)")
-    if not (isinstance(version, int) and version >= 1):
+    check_model_name(name)
+    if isinstance(version, bool) or not (isinstance(version, int) and version >= 1):
         raise ConfigError(f"Triton model version {version!r}: must be an int >= 1")
 
     if model_file.suffix == ".onnx":
@@ -139,9 +168,17 @@ def write_triton_repo(
     if bad:
         raise ConfigError(f"preferred batch sizes {bad} are outside 1..{max_batch}")
 
-    model_dir = Path(repo) / name
+    check_label_names(spec.classes)
+
+    root = Path(repo)
+    model_dir = root / name
     version_dir = model_dir / str(version)
+    for folder in (model_dir, version_dir):  # a link planted in the repository would redirect every write
+        if folder.is_symlink():
+            raise ConfigError(f"{folder} is a symbolic link; write the repository into a folder without links")
     version_dir.mkdir(parents=True, exist_ok=True)
+    if version_dir.resolve().parent.parent != root.resolve():
+        raise ConfigError(f"{version_dir} resolves outside the repository {root}; choose another --triton-repo folder")
     shutil.copyfile(model_file, version_dir / target)
     data = model_file.with_name(model_file.name + ".data")
     if platform == "onnxruntime_onnx" and data.is_file():

@@ -10,8 +10,10 @@ Formats read (STDD-SPEC §5, ARCHITECTURE §1):
   averaged ``swa_*.pth`` (``model.*`` only);
 * stdd_fast's own ``.safetensors`` (:func:`save_checkpoint`), which also records arch and STCA config.
 
-Pickles load with ``torch.load(weights_only=True)``; one that needs arbitrary code raises
-:class:`UnsafeCheckpointError` unless the caller passes ``trust_pickle=True``.
+Nothing a file carries is executed unless the caller passes ``trust_pickle=True``: pickles load
+with ``torch.load(weights_only=True)`` and TorchScript archives are read as data
+(:mod:`stdd_fast.torchscript`); one that needs code raises :class:`UnsafeCheckpointError`. The format
+is recognised from the file's content, not its suffix.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,12 @@ import torch
 from stdd_fast.config import ArchConfig, STCAConfig, get_arch, list_models
 from stdd_fast.errors import CheckpointError, UnsafeCheckpointError
 from stdd_fast.model import STDDModel
+from stdd_fast.torchscript import is_torchscript, read_torchscript_state
 
 FORMAT_TAG = "stdd_fast"
-_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Not weights: OpenAI's archives store these ints as tensors; a scripted open_clip model keeps the text
+# tower's causal mask (a non-persistent buffer the model rebuilds).
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 @dataclass
@@ -46,14 +50,25 @@ class CheckpointInfo:
     stca: dict | None = None
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
         return False
+    return head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _read_torchscript(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]:
+    """A TorchScript archive's weights, as data; ``torch.jit.load`` (which runs the archive's code) when trusted."""
+    if not trust_pickle:
+        return read_torchscript_state(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            return any("/code/" in n or n.endswith("constants.pkl") for n in zf.namelist())
-    except zipfile.BadZipFile:
-        return False
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but OpenAI ships this format
+            warnings.simplefilter("ignore", FutureWarning)
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: unreadable TorchScript archive ({str(e).splitlines()[0][:200]})") from None
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> object:
@@ -116,20 +131,16 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
 
-    if path.suffix == ".safetensors":
+    # The format is read from the content, not the suffix (a safetensors file named .bin is common).
+    if _looks_like_safetensors(path):
         state, meta = _read_safetensors(path)
         info = CheckpointInfo(str(path), "safetensors")
         if meta.get("format") == FORMAT_TAG:
             info.format = FORMAT_TAG
             info.arch = json.loads(meta["arch"])
             info.stca = json.loads(meta.get("stca", "null"))
-    elif _is_torchscript(path):
-        try:
-            with warnings.catch_warnings():  # torch.jit.load is deprecated, but OpenAI ships this format
-                warnings.simplefilter("ignore", FutureWarning)
-                state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: unreadable TorchScript archive ({str(e).splitlines()[0][:200]})") from None
+    elif is_torchscript(path):
+        state = _read_torchscript(path, trust_pickle)
         info = CheckpointInfo(str(path), "openai-torchscript")
     else:
         obj = _torch_load(path, trust_pickle)
@@ -157,7 +168,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
         del state[k]
     if projector:
         info.ignored_prefixes["projector_v."] = len(projector)
-    for k in _OPENAI_EXTRA_KEYS:
+    for k in _NON_WEIGHT_KEYS:
         state.pop(k, None)
     return state, info
 

@@ -211,7 +211,7 @@ def test_errors(tmp_path):
         write_triton_repo(tmp_path / "repo", tmp_path / "missing.onnx")
     with pytest.raises(ConfigError, match="valid values"):
         write_triton_repo(tmp_path / "repo", onnx_file, instance_kind="tpu")
-    with pytest.raises(ConfigError, match="plain directory name"):
+    with pytest.raises(ConfigError, match="Triton model name"):
         write_triton_repo(tmp_path / "repo", onnx_file, name="a/b")
     with pytest.raises(ConfigError, match=r"outside 1\.\.32"):
         write_triton_repo(tmp_path / "repo", onnx_file, preferred_batch_sizes=(64,))
