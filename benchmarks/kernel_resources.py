@@ -1,7 +1,7 @@
 """Every Triton kernel launch compiled for a Hopper GPU (sm_90a) without one: its resources against the card's limits.
 
 Triton compiles for a named target ahead of time; a GPU is only needed to load the binary. This
-script runs each kernel wrapper at ViT-B/16 and ViT-L/14 shapes (one frame batch, 8 frames), in each
+script runs each kernel launcher at ViT-B/16 and ViT-L/14 shapes (one frame batch, 8 frames), in each
 dtype and for every launch shape its tuner may pick, with the launch replaced by compilation. It
 reads each binary's shared memory (Triton's metadata: what the launch asks for), registers per
 thread and stack (``cuobjdump``, which ships with Triton), and counts its tensor-core instructions.
@@ -11,7 +11,7 @@ launches on a CPU machine.
 
     python benchmarks/kernel_resources.py [--dtypes fp32,bf16,fp16] [--defaults-only] [--json out.json]
 
-Exit status 1 when a launch does not compile, or one a wrapper makes by default (no tuning) exceeds
+Exit status 1 when a launch does not compile, or one a launcher makes by default (no tuning) exceeds
 the limits (a tuned candidate over them is skipped by the tuner on the GPU). Spilling
 (stack > 0) is reported, not failed: fp32 kernels run ``tl.dot`` on FMA units and spill by design.
 """
@@ -40,13 +40,11 @@ from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
-from stdd_fast import create_model
+from stdd_fast import create_model, kernels
 from stdd_fast.config import get_arch
-from stdd_fast.kernels.layer_norm import layer_norm_rows
-from stdd_fast.kernels.stca_scatter import TILES, stca_scatter
-from stdd_fast.kernels.stca_sparse_attention import head_groups, stca_sparse_attention
-from stdd_fast.kernels.stdd_head import stdd_score
-from stdd_fast.stca_fused import fold_sparse_projection, layer_norm_with_stats
+from stdd_fast.kernels.scatter_residual import TILES
+from stdd_fast.kernels.sparse_attention import head_groups
+from stdd_fast.stca.pieces import sparse_attention_inputs
 
 SM90 = GPUTarget("cuda", 90, 32)
 # H100 / H200 (compute capability 9.0): the opt-in shared memory per block and per SM, registers per SM
@@ -67,7 +65,7 @@ class Launch:
     arch: str
     dtype: str
     config: str
-    default: bool  # what the wrapper launches without tuning
+    default: bool  # what the launcher launches without tuning
     warps: int
     shared_bytes: int
     registers: int
@@ -152,36 +150,36 @@ def one_block_arch(name: str):
 
 
 def kernel_calls(arch_name: str, dtype: torch.dtype, defaults_only: bool) -> Iterator[tuple[str, bool, Callable]]:
-    """(config label, is the untuned default, call) for every launch the wrappers may make at this shape."""
+    """(config label, is the untuned default, call) for every launch the launchers may make at this shape."""
     model = create_model(one_block_arch(arch_name), seed=0)
     block = model.blocks[0].to(dtype)
     arch, frames = model.arch, 8
-    width, heads = arch.vision_width, arch.vision_heads
+    width = arch.vision_width
     x = torch.randn(frames, arch.tokens_per_frame, width).to(dtype)
     vis, src = block.visible_tokens(1, frames, x.device), block.index.source_maps(frames, x.device)
     with torch.no_grad():
-        h, mean, rstd = layer_norm_with_stats(block.ln_1, x)
-        qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)
-        proj = fold_sparse_projection(block, src.shape[-1], dtype)
+        qkv, x, mean, rstd, vis, src, proj, heads = sparse_attention_inputs(block, x, vis, src)
+    sparse = (qkv, x, mean, rstd, vis, src, proj.const, proj.gain_sum, proj.head, heads)
+    blocked = not kernels.fits_one_tile(vis.shape[2])  # as the triton path launches it
     ln = block.ln_1
-    yield "plain", True, lambda: layer_norm_rows(x, ln.weight, ln.bias, ln.eps)
-    yield "residual", True, lambda: layer_norm_rows(x, ln.weight, ln.bias, ln.eps, residual=x)
+    yield "plain", True, lambda: kernels.layer_norm(x, ln.weight, ln.bias, ln.eps)
+    yield "residual", True, lambda: kernels.residual_layer_norm(x, x, ln.weight, ln.bias, ln.eps)
     groups = head_groups(heads)
     for group in groups[:1] if defaults_only else groups:
         label = f"heads_per_program={group}"
         yield (
             label,
             group == groups[0],
-            lambda g=group: stca_sparse_attention(qkv, x, mean, rstd, vis, src, proj, heads, heads_per_program=g),
+            lambda g=group: kernels.sparse_attention(*sparse, blocked=blocked, heads_per_program=g),
         )
-    sparse = torch.randn(frames, vis.shape[2] + 1, width).to(dtype)
+    sparse_proj = torch.randn(frames, vis.shape[2] + 1, width).to(dtype)
     for tile in TILES[:1] if defaults_only else TILES:
         label = ",".join(f"{k}={v}" for k, v in tile.items())
-        yield label, tile == TILES[0], lambda t=tile: stca_scatter(x, x, x, sparse, vis, src, tile=t)
+        yield label, tile == TILES[0], lambda t=tile: kernels.scatter_residual(x, x, x, sparse_proj, vis, src, tile=t)
     if dtype == torch.float32:  # the head computes in fp32 whatever the embeddings' dtype
         f = F.normalize(torch.randn(32, frames, arch.embed_dim), dim=-1)
         w = F.normalize(torch.randn(400, 224, arch.embed_dim), dim=-1)
-        yield "K=400,N=224", True, lambda: stdd_score(f, w, 4.6)
+        yield "K=400,N=224", True, lambda: kernels.score(f, w, 4.6)
 
 
 def survey(arches: list[str], dtypes: list[str], defaults_only: bool) -> tuple[list[Launch], list[str]]:

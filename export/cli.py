@@ -5,7 +5,9 @@
     stdd-export --trt --weights CKPT --classifier ART -o model.plan     (writes model.onnx beside it)
     stdd-export --triton-repo DIR --onnx-file model.onnx | --plan model.plan | --weights ... --classifier ...
 
-Errors print one line (``stdd-export: error: ...``) and exit 1; ``--debug`` shows the traceback.
+Errors print one line (``stdd-export: error: ...``) with the exit codes every stdd-fast command uses
+(:mod:`stdd_fast.cli.runner`: 1 an export that did not verify, 2 usage, 3 checkpoint, 4 backend);
+``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stdd_fast.errors import StddError
+from stdd_fast.choices import SHUFFLE_MODES
+from stdd_fast.cli import options
+from stdd_fast.cli.runner import Parser, UsageError
+from stdd_fast.cli.runner import run as run_command
 
 log = logging.getLogger("stdd_fast.export")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="stdd-export",
         description="Export STDD (model + classifier baked in) to ONNX, build TensorRT engines, write Triton repos.",
     )
@@ -31,11 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("--trt", action="store_true", help="build a TensorRT plan (from --onnx-file, or exporting first)")
     act.add_argument("--triton-repo", metavar="DIR", help="write a Triton Inference Server model repository")
 
+    options.add_weights(p, required=False, what="checkpoint to export")
     src = p.add_argument_group("inputs")
-    src.add_argument("--weights", metavar="CKPT", help="checkpoint (OpenAI/open_clip CLIP, official STDD, stdd_fast)")
     src.add_argument("--classifier", metavar="ART", help="classifier artifact (.safetensors, stdd build-classifier)")
-    src.add_argument("--arch", help="architecture name (default: detected from the weights)")
-    src.add_argument("--trust-pickle", action="store_true", help="allow pickles that need code to load (trusted files)")
     src.add_argument("--onnx-file", metavar="F", help="an ONNX file written by stdd-export --onnx")
     src.add_argument("--plan", metavar="F", help="a TensorRT plan written by stdd-export --trt (for --triton-repo)")
     p.add_argument("-o", "--output", metavar="PATH", help="output file: model.onnx for --onnx, model.plan for --trt")
@@ -43,65 +46,78 @@ def _parser() -> argparse.ArgumentParser:
     ox = p.add_argument_group("ONNX export")
     ox.add_argument("--fp16", action="store_true", help="fp16 graph (LayerNorm statistics and scoring stay fp32)")
     ox.add_argument("--uint8-input", action="store_true", help="input uint8 RGB [B,T,S,S,3], normalised in the graph")
-    ox.add_argument("--shuffle", default="none", help="STCA eval shuffle: none (default) | seeded (baked in)")
+    ox.add_argument(
+        "--shuffle", choices=[m for m in SHUFFLE_MODES if m != "official"], default="none", help="STCA eval shuffle"
+    )
     ox.add_argument("--seed", type=int, default=0, help="seed of --shuffle seeded (default 0)")
     ox.add_argument("--frames", type=int, default=8, help="frames per clip T, static in the graph (default 8)")
     ox.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    ox.add_argument("--impl", default="reference", help="STCA path to trace: reference (default) | fused")
+    ox.add_argument("--impl", choices=("reference", "fused"), default="reference", help="STCA path to trace")
     ox.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity run (graph checks stay)")
     ox.add_argument("--parity-clips", type=int, default=2, help="random clips in the parity run (default 2)")
 
     tx = p.add_argument_group("TensorRT")
-    tx.add_argument("--precision", help="fp32 | tf32 | fp16 | bf16 | int8 | fp8 (default: the graph's own types)")
+    tx.add_argument(
+        "--precision",
+        choices=("fp32", "tf32", "fp16", "bf16", "int8", "fp8"),
+        help="TensorRT precision (default: the graph's own types)",
+    )
     tx.add_argument("--min-batch", type=int, default=1, help="optimisation profile min batch (default 1)")
     tx.add_argument("--opt-batch", type=int, default=8, help="optimisation profile opt batch (default 8)")
     tx.add_argument("--max-batch", type=int, help="profile max batch / Triton max_batch_size (default 32)")
     tx.add_argument("--workspace-gib", type=float, default=4.0, help="builder workspace limit in GiB (default 4)")
     tx.add_argument("--timing-cache", metavar="FILE", help="timing cache file, read and updated")
     tx.add_argument("--optimization-level", type=int, default=3, help="builder optimisation level 0..5 (default 3)")
-    tx.add_argument("--hardware-compatibility", default="none", help="none (default) | ampere_plus")
-    tx.add_argument("--device", default="cuda", help="CUDA device to build on (default cuda)")
+    tx.add_argument(
+        "--hardware-compatibility", choices=("none", "ampere_plus"), default="none", help="plan portability"
+    )
+    tx.add_argument("--device", default="auto", help="CUDA device to build on: auto, cuda or cuda:N (default auto)")
 
     tr = p.add_argument_group("Triton repository")
     tr.add_argument("--model-name", default="stdd", help="model folder name (default stdd)")
     tr.add_argument("--model-version", type=int, default=1, help="version folder (default 1)")
-    tr.add_argument("--instance-kind", default="auto", help="auto (default) | gpu | cpu")
+    tr.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto", help="Triton instance kind")
     tr.add_argument("--instance-count", type=int, default=1, help="model instances (default 1)")
     tr.add_argument("--preferred-batch", type=int, nargs="*", default=[], help="dynamic batching preferred sizes")
     tr.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
 
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and written paths")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    options.add_debug(p)
     return p
 
 
-def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+def _check_args(a: argparse.Namespace) -> None:
+    def error(message: str) -> None:
+        raise UsageError(f"{message} (see `stdd-export --help`)")
+
     if not (a.onnx or a.trt or a.triton_repo):
-        p.error("choose at least one of --onnx, --trt, --triton-repo")
+        error("choose at least one of --onnx, --trt, --triton-repo")
     if a.onnx and a.onnx_file:
-        p.error("--onnx exports from --weights/--classifier; --onnx-file names an existing export: pass one of them")
+        error("--onnx exports from --weights/--classifier; --onnx-file names an existing export: pass one of them")
     if a.plan and (a.onnx or a.trt or not a.triton_repo):
-        p.error("--plan is an input of --triton-repo only")
+        error("--plan is an input of --triton-repo only")
     if a.plan and a.onnx_file:
-        p.error("pass --plan or --onnx-file, not both")
+        error("pass --plan or --onnx-file, not both")
     needs_export = a.onnx or (a.trt and not a.onnx_file) or (a.triton_repo and not (a.onnx_file or a.plan))
     if needs_export and not (a.weights and a.classifier):
-        p.error("exporting needs --weights CKPT and --classifier ART (or pass an existing --onnx-file)")
+        error("exporting needs --weights CKPT and --classifier ART (or pass an existing --onnx-file)")
     if (a.onnx or a.trt) and not a.output:
-        p.error("-o/--output is required with --onnx and --trt (model.onnx / model.plan)")
+        error("-o/--output is required with --onnx and --trt (model.onnx / model.plan)")
     if a.trt and Path(a.output).suffix == ".onnx":
-        p.error("--trt writes a TensorRT plan: name it -o model.plan (the ONNX file is written beside it)")
+        error("--trt writes a TensorRT plan: name it -o model.plan (the ONNX file is written beside it)")
+    if a.output and Path(a.output).is_dir():
+        error(f"-o {a.output} is a folder: name the output file (model.onnx / model.plan)")
 
 
 def _export(a: argparse.Namespace, path: Path) -> Path:
     import torch
 
-    from stdd_fast import Classifier, STCAConfig, load_model
+    from stdd_fast import Classifier, load_model
     from stdd_fast.export.onnx_export import export_and_verify
 
     classifier = Classifier.load(a.classifier)
-    stca = STCAConfig(shuffle=a.shuffle, seed=a.seed)
-    model = load_model(a.weights, arch=a.arch, stca=stca, trust_pickle=a.trust_pickle)
+    model = load_model(a.weights, arch=a.arch, trust_pickle=a.trust_pickle)  # the STCA config it records
+    model.set_stca(model.stca.replace(shuffle=a.shuffle, seed=a.seed))
     result = export_and_verify(
         model,
         classifier,
@@ -125,12 +141,15 @@ def _size(path: Path) -> str:
 
 def run(a: argparse.Namespace) -> int:
     """Do what the parsed arguments say; raise StddError on failure."""
+    _check_args(a)
     if a.trt:
         # fail fast, before a long export, where the engine cannot be built anyway
-        from stdd_fast.export._deps import require
+        from stdd_fast.deps import require
+        from stdd_fast.devices import resolve_device
         from stdd_fast.export.tensorrt_build import TensorRTBuildConfig, build_engine, gpu_info
 
         require("tensorrt")
+        a.device = resolve_device(a.device)
         gpu_info(a.device)
         trt_config = TensorRTBuildConfig(
             precision=a.precision,
@@ -176,11 +195,7 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``stdd-export``; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
+def _run_logged(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("stdd-export: %(message)s"))
     log.addHandler(handler)
@@ -188,16 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
     try:
         return run(args)
-    except (StddError, OSError) as e:
-        if args.debug:
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"stdd-export: error: {message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
     finally:
         log.removeHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``stdd-export``; returns the exit code (the table of :mod:`stdd_fast.cli.runner`)."""
+    return run_command("stdd-export", _parser, _run_logged, argv)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from stdd_fast.errors import StddError
+from stdd_fast.errors import ExportError
 
-
-class ExportError(StddError):
-    """An export or engine build that cannot be produced."""
+__all__ = ["ExportError", "GraphCheckError", "ParityError", "PlanMismatchError"]
 
 
 class GraphCheckError(ExportError):
@@ -19,3 +17,5 @@ class ParityError(ExportError):
 
 class PlanMismatchError(ExportError):
     """A TensorRT plan built for another GPU or TensorRT version, or with a missing/foreign sidecar."""
+
+    exit_code = 2  # the plan cannot be used here: a configuration error, not a failed job

@@ -19,6 +19,7 @@ from torch import nn
 from stdd_fast import STDDModel, score
 from stdd_fast.classifier import Classifier
 from stdd_fast.errors import ConfigError, choice_error
+from stdd_fast.text import text_tower_fingerprint
 
 ExportImpl = Literal["reference", "fused"]
 EXPORT_IMPLS: tuple[str, ...] = get_args(ExportImpl)
@@ -80,7 +81,9 @@ def check_exportable(model: nn.Module, classifier: Classifier) -> None:
             "and cannot be baked into a graph; export with shuffle='none' (default) or shuffle='seeded' "
             "(permutations fixed by seed=, baked into the export)"
         )
-    classifier.check_compatible(model.arch.embed_dim)
+    # the text tower that built the classifier must be this model's (fingerprinted at full precision)
+    full_precision = all(p.dtype == torch.float32 for p in model.parameters())
+    classifier.check_compatible(model.arch.embed_dim, text_tower_fingerprint(model) if full_precision else None)
 
 
 def prepare_model(model: STDDModel, impl: str = "reference") -> STDDModel:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stdd_fast.export._deps import require
+from stdd_fast.deps import require
 from stdd_fast.export.errors import GraphCheckError
 from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
 

@@ -24,8 +24,8 @@ import torch
 
 import stdd_fast
 from stdd_fast.classifier import Classifier
+from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, choice_error
-from stdd_fast.export._deps import require
 from stdd_fast.export.errors import ExportError, GraphCheckError, ParityError
 from stdd_fast.export.graph import (
     CLIP_MEAN,

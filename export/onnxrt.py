@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError
-from stdd_fast.export._deps import require
 from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec, spec_from_metadata
 
 

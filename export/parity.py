@@ -1,4 +1,4 @@
-"""Parity of an exported graph with the torch reference (ARCHITECTURE §6 tolerance table).
+"""Parity of an exported graph with the torch reference (the tolerance table, :mod:`stdd_fast.numerics`).
 
 Measures, over random clips: the smallest cosine similarity between matching rows of the scores
 [B, K] and of the frame embeddings [B*T, D], the largest absolute errors, and top-1 agreement.
@@ -9,21 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from stdd_fast.export.errors import ParityError
-
-# ARCHITECTURE §6: "frame embeddings / scores across paths or exports": cosine >= 0.99999 (fp32),
-# >= 0.999 and the same top-1 (fp16/bf16; TF32 has bf16's mantissa). The table has no row for
-# quantized (int8/fp8 Q/DQ) engines; 0.99 is this package's choice for them.
-COSINE_MIN: dict[str, float] = {
-    "float32": 0.99999,
-    "float16": 0.999,
-    "bfloat16": 0.999,
-    "tf32": 0.999,
-    "int8": 0.99,
-    "fp8": 0.99,
-}
+from stdd_fast.numerics import COSINE_MIN, min_cosine
 
 
 @dataclass(frozen=True)
@@ -72,11 +60,6 @@ class ParityReport:
         return self
 
 
-def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().flatten(0, -2), b.double().flatten(0, -2)
-    return F.cosine_similarity(a, b, dim=-1, eps=1e-30).min().item()
-
-
 def compare(
     actual: tuple[torch.Tensor, torch.Tensor],
     expected: tuple[torch.Tensor, torch.Tensor],
@@ -102,8 +85,8 @@ def compare(
         backend=backend,
         precision=precision,
         clips=s.shape[0],
-        min_cosine_scores=_min_cosine(s, rs) if finite else float("-inf"),
-        min_cosine_embeddings=_min_cosine(e, re) if finite else float("-inf"),
+        min_cosine_scores=min_cosine(s, rs) if finite else float("-inf"),
+        min_cosine_embeddings=min_cosine(e, re) if finite else float("-inf"),
         max_abs_err_scores=err_s.max().item(),
         max_abs_err_embeddings=(e - re).abs().max().item() if finite else float("inf"),
         top1_agree=int(agree.sum()),

@@ -7,7 +7,7 @@ from typing import Literal, Protocol, get_args
 
 import torch
 
-from stdd_fast.errors import choice_error
+from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.export.spec import ExportSpec
 
 ExportBackend = Literal["onnxruntime", "tensorrt"]
@@ -22,14 +22,21 @@ class Runner(Protocol):
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-def open_runner(backend: str, path: str | Path, device: str | torch.device = "cpu") -> Runner:
+def open_runner(
+    backend: str, path: str | Path, device: str | torch.device = "cpu", session_options: object | None = None
+) -> Runner:
     """``"onnxruntime"`` -> :class:`OnnxRuntimeRunner` (an ``.onnx`` file, ``device`` cpu or cuda),
-    ``"tensorrt"`` -> :class:`TensorRTRunner` (a ``.plan`` with its sidecar, ``device`` cuda)."""
+    ``"tensorrt"`` -> :class:`TensorRTRunner` (a ``.plan`` with its sidecar, ``device`` cuda).
+
+    ``session_options``: an ``onnxruntime.SessionOptions`` for the ONNX Runtime session (None: its defaults).
+    """
     if backend == "onnxruntime":
         from stdd_fast.export.onnxrt import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, device=device)
+        return OnnxRuntimeRunner(path, device=device, session_options=session_options)
     if backend == "tensorrt":
+        if session_options is not None:
+            raise ConfigError("session_options are ONNX Runtime's; the tensorrt backend takes none")
         from stdd_fast.export.tensorrt_runtime import TensorRTRunner
 
         return TensorRTRunner(path, device=device)

@@ -17,8 +17,8 @@ from typing import Literal, get_args
 import torch
 
 from stdd_fast.classifier import Classifier
+from stdd_fast.deps import require
 from stdd_fast.errors import ClassifierError, ConfigError, choice_error
-from stdd_fast.export._deps import require
 
 METADATA_KEY = "stdd_fast.export"
 FORMAT_VERSION = 1

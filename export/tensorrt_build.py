@@ -41,8 +41,8 @@ from typing import Literal, get_args
 
 import torch
 
+from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, choice_error
-from stdd_fast.export._deps import require
 from stdd_fast.export.errors import ExportError, PlanMismatchError
 from stdd_fast.export.spec import INPUT_NAME, ExportSpec, read_onnx_spec
 

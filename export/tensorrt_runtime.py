@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.export._deps import require
+from stdd_fast.deps import require
 from stdd_fast.export.errors import ExportError, PlanMismatchError
 from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
 from stdd_fast.export.tensorrt_build import gpu_info, read_sidecar, sidecar_spec

@@ -1,9 +1,9 @@
 """Triton kernel: LayerNorm in fp32 with its statistics, optionally after a residual add.
 
-References: ``stdd_fast.stca_fused.layer_norm_with_stats`` (LN1: normalised rows plus the fp32 mean
-and rstd the sparse path needs) and ``stdd_fast.stca_fused.residual_layer_norm_ref`` (LN2: ``F = u +
-x`` rounded to the input dtype, then LN2 of the stored ``F``, in one pass instead of an add kernel and
-a LayerNorm kernel).
+Two launchers, two stems: :func:`layer_norm` (PyTorch piece ``stdd_fast.stca.pieces.layer_norm``, LN1:
+normalised rows plus the fp32 mean and rstd the sparse path needs) and :func:`residual_layer_norm`
+(``stdd_fast.stca.pieces.residual_layer_norm``, LN2: ``F = u + x`` rounded to the input dtype, then LN2
+of the stored ``F``, in one pass instead of an add kernel and a LayerNorm kernel).
 
 One program per row: the row is read once in the input dtype, the sum (when there is a residual) is
 rounded like PyTorch's own add and written back, and the statistics are fp32 (OpenAI CLIP's
@@ -50,22 +50,33 @@ def _layer_norm_kernel(
     tl.store(rstd_ptr + row, rstd)
 
 
-def layer_norm_rows(
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm over the last dim: (normed in ``x``'s dtype, fp32 mean [..., 1], fp32 rstd [..., 1])."""
+    return _launch(x, weight, bias, eps)[1:]
+
+
+def residual_layer_norm(
+    update: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F = update + x`` (rounded to ``update``'s dtype) and the LayerNorm of the stored ``F``: (F, LN(F))."""
+    return _launch(update, weight, bias, eps, residual=x)[:2]
+
+
+def _launch(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     eps: float,
     residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LayerNorm over the last dim of ``x`` (or of ``x + residual``): (input or sum, normed, mean, rstd).
-
-    The sum and the normalised rows have ``x``'s dtype; mean and rstd are fp32 ``[..., 1]``.
-    """
+    """LayerNorm over the last dim of ``x`` (or of ``x + residual``): (input or sum, normed, mean, rstd)."""
     d = x.shape[-1]
     x = x.contiguous()
     if residual is not None:
         if residual.shape != x.shape:
-            raise ValueError(f"layer_norm_rows: residual {tuple(residual.shape)} != x {tuple(x.shape)}")
+            raise ValueError(f"residual_layer_norm: x {tuple(residual.shape)} != update {tuple(x.shape)}")
         residual = residual.to(x.dtype).contiguous()
         total = torch.empty_like(x)
     else:

@@ -1,56 +1,84 @@
-"""stdd-fast: a fast, deterministic, exportable inference engine for STDD zero-shot action recognition."""
+"""stdd-fast: a fast, deterministic, exportable inference engine for STDD zero-shot action recognition.
 
-from stdd_fast import video
-from stdd_fast.checkpoints import load_model, read_state_dict, save_checkpoint
-from stdd_fast.classifier import Classifier, build_classifier
-from stdd_fast.config import ArchConfig, STCAConfig, get_arch, list_models
-from stdd_fast.engine import Engine
+Names are imported on first use (PEP 562): ``import stdd_fast`` loads neither torch nor open_clip,
+so the command line answers ``--help`` at once; ``stdd_fast.Engine`` and the rest load their
+modules when first touched. The typed errors are plain Python and imported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from stdd_fast.errors import (
     BackendUnavailableError,
     CheckpointError,
     ClassifierError,
     ConfigError,
+    NonFiniteError,
+    OutputError,
     StddError,
     StreamError,
     UnsafeCheckpointError,
     VideoError,
 )
-from stdd_fast.head import aggregate_views
-from stdd_fast.model import STDDModel, create_model
-from stdd_fast.ops import score
-from stdd_fast.prompts import OPENVCLIP_TEMPLATES, STDD_TEMPLATES
-from stdd_fast.results import Timings, VideoResult
-from stdd_fast.stream import WindowResult
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Engine": "stdd_fast.engine",
+    "Predictor": "stdd_fast.predictor",
+    "build_predictor": "stdd_fast.predictor_factory",
+    "VideoLoader": "stdd_fast.video.loader",
+    "SamplingConfig": "stdd_fast.video.sampling",
+    "DecodeConfig": "stdd_fast.video.loader",
+    "StreamConfig": "stdd_fast.stream.config",
+    "create_model": "stdd_fast.factory",
+    "load_model": "stdd_fast.factory",
+    "read_state_dict": "stdd_fast.checkpoints",
+    "save_checkpoint": "stdd_fast.checkpoints",
+    "Classifier": "stdd_fast.classifier",
+    "build_classifier": "stdd_fast.classifier",
+    "ArchConfig": "stdd_fast.config",
+    "STCAConfig": "stdd_fast.config",
+    "get_arch": "stdd_fast.config",
+    "list_models": "stdd_fast.config",
+    "STDDModel": "stdd_fast.model",
+    "aggregate_views": "stdd_fast.head",
+    "score": "stdd_fast.ops",
+    "OPENVCLIP_TEMPLATES": "stdd_fast.prompts",
+    "STDD_TEMPLATES": "stdd_fast.prompts",
+    "Timings": "stdd_fast.results",
+    "VideoResult": "stdd_fast.results",
+    "WindowResult": "stdd_fast.results",
+}
+_SUBMODULES = ("video", "stream", "export", "training", "numerics")
+
 __all__ = [
-    "OPENVCLIP_TEMPLATES",
-    "STDD_TEMPLATES",
-    "ArchConfig",
     "BackendUnavailableError",
     "CheckpointError",
-    "Classifier",
     "ClassifierError",
     "ConfigError",
-    "Engine",
-    "STCAConfig",
-    "STDDModel",
+    "NonFiniteError",
+    "OutputError",
     "StddError",
     "StreamError",
-    "Timings",
     "UnsafeCheckpointError",
     "VideoError",
-    "VideoResult",
-    "WindowResult",
-    "aggregate_views",
-    "build_classifier",
-    "create_model",
-    "get_arch",
-    "list_models",
-    "load_model",
-    "read_state_dict",
-    "save_checkpoint",
-    "score",
+    *sorted(_LAZY),
     "video",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'stdd_fast' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.config import ArchConfig, STCAConfig, get_arch, list_models
-from stdd_fast.errors import CheckpointError, UnsafeCheckpointError
-from stdd_fast.model import STDDModel
+from stdd_fast.config import ArchConfig, get_arch, list_models
+from stdd_fast.errors import CheckpointError, OutputError, UnsafeCheckpointError
 from stdd_fast.torchscript import is_torchscript, read_torchscript_state
 
 FORMAT_TAG = "stdd_fast"
@@ -47,7 +46,9 @@ class CheckpointInfo:
     epoch: int | None = None
     has_cfg: bool = False
     arch: dict | None = None
-    stca: dict | None = None
+    stca: dict | None = None  # the STCA config a stdd_fast checkpoint records
+    # STCA fields the model was built with other values than the checkpoint records: {field: [recorded, used]}
+    stca_overridden: dict[str, list] = field(default_factory=dict)
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -73,7 +74,8 @@ def _read_torchscript(path: Path, trust_pickle: bool) -> dict[str, torch.Tensor]
 
 def _torch_load(path: Path, trust_pickle: bool) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        with path.open("rb") as f:  # a file object: torch.load must not pick a format from the suffix
+            return torch.load(f, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
         text = str(e)
         culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), None)
@@ -173,6 +175,16 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
     return state, info
 
 
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming the tensors that hold NaN or Inf (they would make every score NaN)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or Inf ({', '.join(bad[:5])}); the checkpoint is corrupt or "
+            "was saved after training diverged: use another checkpoint"
+        )
+
+
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
     ids = {k[len(prefix) :].split(".", 1)[0] for k in state if k.startswith(prefix)}
     return len(ids)
@@ -216,11 +228,51 @@ def detect_arch(state: dict[str, torch.Tensor], source: str = "state dict") -> A
         vocab_size=state["token_embedding.weight"].shape[0],
     )
     no_heads = {"vision_heads", "text_heads", "name"}
+    layers = {"vision_layers", "text_layers"}
     for name in list_models():
         known = get_arch(name)
         if all(getattr(known, f) == getattr(detected, f) for f in asdict(detected) if f not in no_heads):
             return known
+        if all(getattr(known, f) == getattr(detected, f) for f in asdict(detected) if f not in no_heads | layers):
+            _raise_missing_blocks(state, known, source)
+    _check_blocks_contiguous(state, source)
     return detected
+
+
+def _block_ids(state: dict[str, torch.Tensor], prefix: str) -> set[int]:
+    ids = set()
+    for k in state:
+        if k.startswith(prefix):
+            head = k[len(prefix) :].split(".", 1)[0]
+            if head.isdigit():
+                ids.add(int(head))
+    return ids
+
+
+def _raise_missing_blocks(state: dict[str, torch.Tensor], known: ArchConfig, source: str) -> None:
+    """A file with every dimension of ``known`` but fewer blocks: blocks are missing, not a new architecture."""
+    gaps = []
+    for prefix, count in (
+        ("visual.transformer.resblocks.", known.vision_layers),
+        ("transformer.resblocks.", known.text_layers),
+    ):
+        missing = sorted(set(range(count)) - _block_ids(state, prefix))
+        if missing:
+            gaps.append(f"{prefix}{{{', '.join(map(str, missing[:8]))}}}.* (of {count})")
+    raise CheckpointError(
+        f"{source}: looks like architecture {known.name!r} with blocks missing: {'; '.join(gaps)}; the file is "
+        f"truncated or incomplete (if it is a smaller model on purpose, pass arch=ArchConfig(...) with its shape)"
+    )
+
+
+def _check_blocks_contiguous(state: dict[str, torch.Tensor], source: str) -> None:
+    for prefix in ("visual.transformer.resblocks.", "transformer.resblocks."):
+        ids = _block_ids(state, prefix)
+        missing = sorted(set(range(max(ids) + 1)) - ids) if ids else []
+        if missing:
+            raise CheckpointError(
+                f"{source}: blocks {prefix}{missing[:8]} are missing between the others; not a whole model"
+            )
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -256,35 +308,9 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         )
 
 
-def load_model(
-    path: str | Path,
-    arch: str | ArchConfig | None = None,
-    stca: STCAConfig | None = STCAConfig(),
-    impl: str = "reference",
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    trust_pickle: bool = False,
-) -> STDDModel:
-    """Load an STDD model from a checkpoint file of any supported format (in eval mode).
-
-    ``arch``: None detects it from the weights (see :func:`detect_arch`); a name or ArchConfig is
-    checked against them. ``logit_scale`` comes from the checkpoint. The returned model carries
-    ``checkpoint_info`` (format, dropped prefixes, epoch).
-    """
-    state, info = read_state_dict(path, trust_pickle=trust_pickle)
-    if arch is None:
-        arch = ArchConfig.from_dict(info.arch) if info.arch else detect_arch(state, str(path))
-    else:
-        arch = get_arch(arch)
-    model = STDDModel(arch, stca, impl)
-    check_state_dict(model, state, str(path))
-    model.load_state_dict(state, strict=True)
-    model.checkpoint_info = info
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def save_checkpoint(model: STDDModel, path: str | Path) -> Path:
-    """Save the model's weights as stdd_fast safetensors (arch and STCA config in the metadata)."""
+def save_checkpoint(model: torch.nn.Module, path: str | Path) -> Path:
+    """Save an STDD model's weights as stdd_fast safetensors (arch and STCA config in the metadata)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -294,5 +320,8 @@ def save_checkpoint(model: STDDModel, path: str | Path) -> Path:
         "arch": json.dumps(model.arch.to_dict()),
         "stca": json.dumps(asdict(model.stca) if model.stca else None),
     }
-    save_file(state, str(path), metadata=meta)
+    try:
+        save_file(state, str(path), metadata=meta)
+    except (SafetensorError, OSError) as e:
+        raise OutputError(f"{path}: cannot write the checkpoint here ({e})") from None
     return path

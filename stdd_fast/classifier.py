@@ -13,19 +13,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
 from stdd_fast import prompts as P
-from stdd_fast.errors import ClassifierError, choice_error
+from stdd_fast.choices import MATCHES, REDUCES
+from stdd_fast.errors import ClassifierError, OutputError, choice_error
 from stdd_fast.text import encode_texts, text_tower_fingerprint
 
 FORMAT_TAG = "stdd_fast.classifier"
 FORMAT_VERSION = "1"
-Reduce = Literal["auto", "mean", "none"]
-REDUCES: tuple[str, ...] = get_args(Reduce)
 
 
 @dataclass
@@ -48,12 +46,23 @@ class Classifier:
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.weights, torch.Tensor) or not self.weights.is_floating_point():
+            raise ClassifierError(f"classifier weights must be a float tensor; got {type(self.weights).__name__}")
         if self.weights.ndim not in (2, 3):
             raise ClassifierError(f"classifier weights must be [K, D] or [K, N, D]; got {tuple(self.weights.shape)}")
-        if self.weights.shape[0] != len(self.classes):
+        if not isinstance(self.classes, list | tuple) or self.weights.shape[0] != len(self.classes):
             raise ClassifierError(
                 f"classifier has {self.weights.shape[0]} weight rows but {len(self.classes)} class names"
             )
+        self.classes = P.check_class_names(list(self.classes), "classifier")
+        if not bool(torch.isfinite(self.weights).all()):
+            rows = (~torch.isfinite(self.weights)).flatten(1).any(-1).nonzero().flatten().tolist()
+            raise ClassifierError(
+                f"classifier weights hold NaN/Inf (classes {[self.classes[i] for i in rows[:5]]}); rebuild it with "
+                "`stdd build-classifier` from finite weights"
+            )
+        if not (isinstance(self.logit_scale, int | float) and math.isfinite(self.logit_scale)):
+            raise ClassifierError(f"classifier logit_scale={self.logit_scale!r}: must be a finite number")
 
     @property
     def num_classes(self) -> int:
@@ -81,6 +90,7 @@ class Classifier:
             )
 
     def save(self, path: str | Path) -> Path:
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -96,7 +106,10 @@ class Classifier:
             "logit_scale": repr(float(self.logit_scale)),
             "skipped": json.dumps(self.skipped),
         }
-        save_file({"weights": self.weights.detach().float().contiguous().cpu()}, str(path), metadata=meta)
+        try:
+            save_file({"weights": self.weights.detach().float().contiguous().cpu()}, str(path), metadata=meta)
+        except (SafetensorError, OSError) as e:
+            raise OutputError(f"{path}: cannot write the classifier here ({e})") from None
         return path
 
     @classmethod
@@ -121,17 +134,29 @@ class Classifier:
             raise ClassifierError(
                 f"{path}: classifier format version {meta.get('version')!r}, expected {FORMAT_VERSION}"
             )
-        return cls(
-            weights=weights,
-            classes=json.loads(meta["classes"]),
-            prompts=json.loads(meta["prompts"]),
-            templates=json.loads(meta["templates"]),
-            source=meta["source"],
-            text_tower=meta["text_tower"],
-            arch=meta["arch"],
-            logit_scale=float(meta["logit_scale"]),
-            skipped=json.loads(meta["skipped"]),
-        )
+        try:
+            fields = {
+                "classes": json.loads(meta["classes"]),
+                "prompts": json.loads(meta["prompts"]),
+                "templates": json.loads(meta["templates"]),
+                "source": meta["source"],
+                "text_tower": meta["text_tower"],
+                "arch": meta["arch"],
+                "logit_scale": float(meta["logit_scale"]),
+                "skipped": json.loads(meta["skipped"]),
+            }
+        except KeyError as e:
+            raise ClassifierError(f"{path}: the classifier's metadata lacks {e.args[0]!r}; rebuild it") from None
+        except (ValueError, TypeError, RecursionError) as e:
+            raise ClassifierError(f"{path}: the classifier's metadata is malformed ({type(e).__name__}: {e})") from None
+        kinds = {"classes": list, "prompts": list, "templates": list, "skipped": dict}
+        wrong = [k for k, kind in kinds.items() if not isinstance(fields[k], kind)]
+        if wrong:
+            raise ClassifierError(f"{path}: the metadata field {wrong[0]!r} has the wrong type; rebuild the classifier")
+        try:
+            return cls(weights=weights, **fields)
+        except ClassifierError as e:
+            raise ClassifierError(f"{path}: {e}") from None
 
     @classmethod
     def from_feature_file(cls, path: str | Path, classes: Sequence[str]) -> Classifier:
@@ -172,8 +197,8 @@ def build_classifier(
     """
     if reduce not in REDUCES:
         raise choice_error("reduce", reduce, REDUCES)
-    if match not in P.MATCHES:
-        raise choice_error("match", match, P.MATCHES)
+    if match not in MATCHES:
+        raise choice_error("match", match, MATCHES)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ClassifierError(f"batch_size={batch_size!r}: must be an int >= 1 (prompts per text-tower forward)")
     if isinstance(classes, str):
@@ -205,6 +230,7 @@ def build_classifier(
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise ClassifierError(f"duplicate class names {dupes[:5]}: each class must appear once")
+    P.check_class_names(names, "classes")  # control characters
 
     grid = P.prompt_grid(names, clauses, templates)  # K x N strings
     k, n = len(grid), len(grid[0])

@@ -9,12 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
+from stdd_fast.choices import SHUFFLE_MODES, ShuffleMode
 from stdd_fast.errors import ConfigError, choice_error
-
-ShuffleMode = Literal["none", "seeded", "official"]
-SHUFFLE_MODES: tuple[str, ...] = get_args(ShuffleMode)
 
 
 @dataclass(frozen=True)

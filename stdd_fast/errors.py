@@ -27,8 +27,20 @@ class VideoError(StddError):
     """A video that cannot be opened, decoded or sampled."""
 
 
+class NonFiniteError(StddError):
+    """Scores or embeddings that came out NaN or Inf: that video or window has no result (never a NaN score)."""
+
+
 class StreamError(VideoError):
     """A stream that failed or stalled and could not be reconnected, or that sent unusable frames."""
+
+
+class OutputError(StddError, OSError):
+    """An output that cannot be written where asked (no such folder, not a directory, no permission, disk full)."""
+
+
+class ExportError(StddError):
+    """An export or engine build that cannot be produced (or did not verify); see :mod:`stdd_fast.export.errors`."""
 
 
 class BackendUnavailableError(StddError, ImportError):

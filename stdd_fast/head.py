@@ -1,4 +1,8 @@
-"""The STDD scoring head (STDD-SPEC §3.4) and the test-time view ensemble."""
+"""The STDD scoring head (STDD-SPEC §3.4) and the test-time view ensemble.
+
+:func:`score` is the PyTorch piece of the ``score`` stem (Triton launcher ``stdd_fast.kernels.score``,
+custom op ``stdd_fast::score``); :func:`stdd_fast.ops.score` chooses between them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ def _tau(logit_scale: torch.Tensor | float) -> torch.Tensor:
     return torch.as_tensor(logit_scale, dtype=torch.float32).exp()
 
 
-def score_ref(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    """Class logits of clips, reference implementation.
+def score(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Class logits of clips (the PyTorch piece).
 
     embeddings: [B, T, D] unit-norm frame embeddings. weights: [K, N, D] prompt-level or [K, D]
     unit-norm text embeddings. logit_scale: log(tau), as stored in CLIP checkpoints.

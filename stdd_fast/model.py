@@ -1,4 +1,4 @@
-"""The STDD model: open_clip's CLIP with every visual block run as STCA.
+"""The STDD model: open_clip's CLIP with every visual block run as STCA (:class:`STCABlock`).
 
 STCA adds no parameters, so the state dict is exactly CLIP's (OpenAI/open_clip names): plain CLIP
 weights give a zero-shot STDD model and STDD checkpoints load by stripping ``model.``.
@@ -12,10 +12,39 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from stdd_fast import ops
-from stdd_fast.config import ArchConfig, STCAConfig, get_arch
+from stdd_fast.config import ArchConfig, STCAConfig
 from stdd_fast.errors import ConfigError
-from stdd_fast.stca import STCABlock
-from stdd_fast.stca_index import STCAIndex
+from stdd_fast.stca.index import STCAIndex
+
+
+class STCABlock(nn.Module):
+    """A CLIP residual block run as STCA. Adds no parameters: its state-dict names are CLIP's.
+
+    ``impl`` picks the implementation through :mod:`stdd_fast.ops`; every implementation computes
+    :func:`~stdd_fast.stca.reference.stca_block_reference`.
+    """
+
+    def __init__(self, clip_block: nn.Module, index: STCAIndex, layer: int, impl: str = "reference") -> None:
+        super().__init__()
+        self.ln_1 = clip_block.ln_1
+        self.attn = clip_block.attn
+        self.ls_1 = clip_block.ls_1
+        self.ln_2 = clip_block.ln_2
+        self.mlp = clip_block.mlp
+        self.ls_2 = clip_block.ls_2
+        # A plain attribute, not a submodule: the index holds no parameters and is shared by all blocks.
+        self.__dict__["index"] = index
+        self.layer = layer
+        self.impl = impl
+
+    def visible_tokens(self, batch: int, num_frames: int, device: torch.device) -> torch.Tensor:
+        """This call's visible-token indices (draws from the global RNG in train/official modes)."""
+        return self.index.visible_for_call(batch, num_frames, self.layer, self.training, device)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        visible = self.visible_tokens(x.shape[0] // num_frames, num_frames, x.device)
+        source_maps = self.index.source_maps(num_frames, x.device)
+        return ops.stca_block(self, x, visible, source_maps)
 
 
 class LayerNormFp32(nn.LayerNorm):
@@ -75,6 +104,20 @@ class STDDModel(CLIP):
                 for layer, block in enumerate(self.visual.transformer.resblocks)
             )
 
+    def set_stca(self, stca: STCAConfig) -> STDDModel:
+        """Run every STCA block with ``stca`` (e.g. another eval shuffle); the weights are unchanged.
+
+        Only between STCA configs: a model built with ``stca=None`` has plain CLIP blocks.
+        """
+        if self.stca is None:
+            raise ConfigError("this model was built with stca=None (plain CLIP blocks); build it with an STCAConfig")
+        stca.check_fits(self.arch.vision_width, self.arch.grid, self.arch.name)
+        self.stca = stca
+        self.stca_index = STCAIndex(stca, self.arch.grid, self.arch.vision_width, self.arch.vision_layers)
+        for block in self.blocks:
+            block.__dict__["index"] = self.stca_index
+        return self
+
     @property
     def blocks(self) -> nn.ModuleList:
         return self.visual.transformer.resblocks
@@ -107,28 +150,3 @@ class STDDModel(CLIP):
     def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """open_clip's image API: each image is a one-frame clip ([N, 3, H, W] -> [N, embed_dim])."""
         return self.encode_video(image[:, None], normalize=normalize)[:, 0]
-
-
-def create_model(
-    arch: str | ArchConfig = "ViT-B-16",
-    stca: STCAConfig | None = STCAConfig(),
-    pretrained: str | None = None,
-    impl: str = "reference",
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-) -> STDDModel:
-    """Build an STDD model: seeded random weights, or the weights of the checkpoint ``pretrained``.
-
-    Random init is open_clip's, drawn under ``torch.manual_seed(seed)`` without touching the
-    caller's global RNG state.
-    """
-    if pretrained is not None:
-        from stdd_fast.checkpoints import load_model
-
-        return load_model(pretrained, arch=arch, stca=stca, impl=impl, device=device, dtype=dtype)
-    arch = get_arch(arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = STDDModel(arch, stca, impl)
-    return model.to(device=device, dtype=dtype).eval()

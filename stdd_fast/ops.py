@@ -2,14 +2,14 @@
 
 ``impl``:
 
-* ``"reference"``: readable PyTorch, the specification (:mod:`stdd_fast.stca_ref`, :func:`head.score_ref`);
-* ``"fused"``: the algebraic rewrite in PyTorch (:mod:`stdd_fast.stca_fused`); CPU and GPU,
+* ``"reference"``: readable PyTorch, the specification (:mod:`stdd_fast.stca.reference`, :func:`head.score`);
+* ``"fused"``: the algebraic rewrite in PyTorch (:mod:`stdd_fast.stca.fused`); CPU and GPU,
   autograd-capable, exportable;
-* ``"triton"``: the fused path with its hot pieces (LayerNorms, sparse attention, scatter) and the
-  scoring head as Triton kernels
-  (:mod:`stdd_fast.kernels`); needs CUDA, or ``TRITON_INTERPRET=1`` on CPU (fp32, for tests). In
-  fp32 on a GPU its sparse attention runs in PyTorch: the kernel's exact fp32 dot is far slower
-  there (:func:`stdd_fast.kernels.kernel_runs_sparse_attention`);
+* ``"triton"``: the fused path with its pieces (LayerNorms, sparse attention, scatter) and the
+  scoring head as Triton kernels (:mod:`stdd_fast.triton_ops` routes them to :mod:`stdd_fast.kernels`);
+  needs CUDA, or ``TRITON_INTERPRET=1`` on CPU (fp32, for tests). In fp32 on a GPU its sparse
+  attention runs in PyTorch: the kernel's exact fp32 dot is far slower there
+  (:func:`stdd_fast.triton_ops.kernel_runs_sparse_attention`);
 * ``"auto"``: ``"triton"`` for CUDA tensors when Triton imports, else ``"fused"``.
 
 The patch embedding follows the same choice on CUDA: the reference runs CLIP's convolution, the
@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 
+from stdd_fast import head
+from stdd_fast.choices import IMPLS
+from stdd_fast.deps import OPTIONAL
 from stdd_fast.errors import BackendUnavailableError, choice_error
-from stdd_fast.head import score_ref
 from stdd_fast.patch_embed import embeds_gemm
-from stdd_fast.stca_fused import stca_block_fused
-from stdd_fast.stca_ref import stca_block_ref
-
-Impl = Literal["reference", "fused", "triton", "auto"]
-IMPLS: tuple[str, ...] = get_args(Impl)
+from stdd_fast.stca.fused import stca_block_fused
+from stdd_fast.stca.reference import stca_block_reference
 
 
 def check_impl(impl: str) -> str:
@@ -68,7 +66,7 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and triton_available() else "fused"
     if impl == "triton":
         if not triton_available():
-            raise BackendUnavailableError("impl='triton' needs the triton package: pip install 'stdd-fast[triton]'")
+            raise BackendUnavailableError(f"impl='triton' needs the triton package: {OPTIONAL['triton'].install}")
         if device.type != "cuda" and not triton_interpreted():
             raise BackendUnavailableError(
                 f"impl='triton' needs CUDA tensors (got {device.type}); on CPU use impl='fused', or set "
@@ -81,10 +79,10 @@ def stca_block(block: nn.Module, x: torch.Tensor, visible: torch.Tensor, source_
     """Run one STCA block with the implementation ``block.impl`` names."""
     impl = resolve_impl(block.impl, x.device)
     if impl == "reference":
-        return stca_block_ref(block, x, visible, source_maps)
+        return stca_block_reference(block, x, visible, source_maps)
     if impl == "fused":
         return stca_block_fused(block, x, visible, source_maps)
-    from stdd_fast.kernels import TRITON_PIECES
+    from stdd_fast.triton_ops import TRITON_PIECES
 
     return stca_block_fused(block, x, visible, source_maps, TRITON_PIECES)
 
@@ -104,7 +102,7 @@ def embed_frames(visual: nn.Module, frames: torch.Tensor, impl: str) -> torch.Te
 def score(
     embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor | float, impl: str = "auto"
 ) -> torch.Tensor:
-    """STDD class logits [B, K] (see :func:`stdd_fast.head.score_ref`).
+    """STDD class logits [B, K] (see :func:`stdd_fast.head.score`).
 
     The Triton head runs for prompt-level classifiers only when asked for by name (``impl="triton"``):
     it never materialises [B, T, K, N], but on an H100 the einsum reference was faster (0.87 vs
@@ -113,7 +111,7 @@ def score(
     """
     check_impl(impl)
     if weights.ndim == 3 and impl == "triton" and resolve_impl(impl, embeddings.device) == "triton":
-        from stdd_fast.kernels import score_triton
+        from stdd_fast import triton_ops
 
-        return score_triton(embeddings, weights, logit_scale)
-    return score_ref(embeddings, weights, logit_scale)
+        return triton_ops.score(embeddings, weights, logit_scale)
+    return head.score(embeddings, weights, logit_scale)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
 
-import yaml
-
+from stdd_fast import safe_yaml
+from stdd_fast.choices import MATCHES
 from stdd_fast.errors import ClassifierError, choice_error
 
 # The 8 templates STDD encodes (first 8 of classes_label_{k400,ucf101}.yml; STDD-SPEC §4.2).
@@ -46,22 +46,71 @@ OPENVCLIP_TEMPLATES: tuple[str, ...] = tuple(
     )
 )
 
-Match = Literal["position", "key"]
-MATCHES: tuple[str, ...] = get_args(Match)
 XPROMPT_FIELDS = ("xprompt_oo", "xprompt_ao", "xprompt_aa")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_CLAUSE_CHARS = 1000  # a clause longer than this is not a prompt extension (it would be cut at 77 tokens anyway)
+
+
+def check_class_names(names: Sequence[object], source: str) -> list[str]:
+    """Class names as given, checked: non-empty strings without control characters, each once.
+
+    Control characters (newlines, terminal escapes) would break labels files and reach terminals raw.
+    """
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ClassifierError(f"{source}: class {i} is {name!r}; class names must be non-empty strings")
+        if _CONTROL.search(name):
+            raise ClassifierError(
+                f"{source}: class {i} ({name!r}) contains a control character (newline, tab, escape...); "
+                "use plain one-line names"
+            )
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ClassifierError(f"{source}: duplicate class names {dupes[:5]}: each class must appear once")
+    return list(names)
+
+
 def _load_yaml_mapping(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ClassifierError(f"{path}: no such {what} file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as e:  # Recursion: nested too deeply
-        raise ClassifierError(f"{path}: not valid YAML ({type(e).__name__}: {e})") from None
+    data = safe_yaml.load(path, what, ClassifierError)
     if not isinstance(data, dict) or not data:
         raise ClassifierError(f"{path}: expected a mapping from class name to a {what} record")
     return data
+
+
+def _strings(path: str | Path, key: object, field: str, value: object) -> list[str]:
+    """A list-of-strings field of a record (None: empty); anything else is an error naming the entry."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ClassifierError(
+            f"{path}: entry {key!r} field {field} is a {type(value).__name__}, not a list of strings; "
+            f"write it as a YAML list (- item per line)"
+        )
+    for n, item in enumerate(value):
+        if not isinstance(item, str | int | float) or isinstance(item, bool):
+            raise ClassifierError(
+                f"{path}: entry {key!r} field {field}[{n}] is a {type(item).__name__} ({str(item)[:60]!r}); "
+                "each item must be one string"
+            )
+        if len(str(item)) > MAX_CLAUSE_CHARS or _CONTROL.search(str(item).strip()):
+            raise ClassifierError(
+                f"{path}: entry {key!r} field {field}[{n}] is over {MAX_CLAUSE_CHARS} characters or holds control "
+                "characters; one short clause per item"
+            )
+    return [str(item).strip() for item in value]
+
+
+def _record(path: str | Path, key: object, entry: object, what: str) -> dict:
+    if not isinstance(key, str) or not key.strip():
+        raise ClassifierError(f"{path}: {what} key {key!r} must be a class name (a string)")
+    if not isinstance(entry, dict):
+        raise ClassifierError(f"{path}: entry {key!r} is a {type(entry).__name__}, not an {what} record (a mapping)")
+    label = entry.get("label")
+    if label is not None and not isinstance(label, str):
+        raise ClassifierError(f"{path}: entry {key!r} field label is {label!r}; it must be a string")
+    return entry
 
 
 def read_xprompt(path: str | Path) -> dict[str, list[str]]:
@@ -69,9 +118,11 @@ def read_xprompt(path: str | Path) -> dict[str, list[str]]:
     data = _load_yaml_mapping(path, "xprompt")
     out = {}
     for key, entry in data.items():
-        if not isinstance(entry, dict) or not any(f in entry for f in XPROMPT_FIELDS):
+        entry = _record(path, key, entry, "xprompt")
+        if not any(f in entry for f in XPROMPT_FIELDS):
             raise ClassifierError(f"{path}: entry {key!r} has none of the fields {XPROMPT_FIELDS}")
-        out[str(key)] = [str(c).strip() for f in XPROMPT_FIELDS for c in (entry.get(f) or [])]
+        out[key] = [c for f in XPROMPT_FIELDS for c in _strings(path, key, f, entry.get(f))]
+    check_class_names(list(out), str(path))
     return out
 
 
@@ -115,40 +166,75 @@ def askg_clauses(entry: Mapping, label: str) -> tuple[list[str], list[str]]:
     return clauses, skipped
 
 
+ASKG_FIELDS = ("obj_rel_triples", "act_obj_triples", "act_rel_triples")
+
+
 def read_askg(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Clauses per class from an official ``classes_ASKG_<ds>.yml``. Returns (clauses, skipped)."""
     data = _load_yaml_mapping(path, "ASKG")
     clauses, skipped = {}, {}
     for key, entry in data.items():
-        if not isinstance(entry, dict):
-            raise ClassifierError(f"{path}: entry {key!r} is not an ASKG record")
-        clauses[str(key)], bad = askg_clauses(entry, str(key))
+        entry = _record(path, key, entry, "ASKG")
+        triples = {f: _strings(path, key, f, entry.get(f)) for f in ASKG_FIELDS}
+        clauses[key], bad = askg_clauses({**entry, **triples}, key)
         if bad:
-            skipped[str(key)] = bad
+            skipped[key] = bad
+    check_class_names(list(clauses), str(path))
     return clauses, skipped
 
 
+def _index_to_class(path: Path, data: dict) -> list[str]:
+    """An index->class mapping as names in label order: the indices must be exactly 0..K-1."""
+    try:
+        index = {int(k): v for k, v in data.items()}
+    except (TypeError, ValueError):
+        bad = next(k for k in data if not str(k).strip().lstrip("-").isdigit())
+        raise ClassifierError(f"{path}: key {bad!r} is not a class index (0, 1, ...)") from None
+    if len(index) != len(data):
+        raise ClassifierError(f"{path}: the same index appears twice (e.g. '1' and '01')")
+    missing = sorted(set(range(len(index))) - set(index))
+    if missing:
+        raise ClassifierError(
+            f"{path}: class indices must be 0..{len(index) - 1} with no gap; index {missing[0]} is missing "
+            f"(keys go up to {max(index)}): numbering the classes after a gap would shift every label"
+        )
+    return [index[i] for i in range(len(index))]
+
+
 def read_class_names(path: str | Path) -> list[str]:
-    """Class names in label order from an index->class JSON, a ``classes_label_*.yml``, or a text file."""
+    """Class names in label order from an index->class JSON, a ``classes_label_*.yml``, or a text file.
+
+    Text files: one name per line; blank lines and ``#`` comment lines are skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise ClassifierError(f"{path}: no such class-list file")
-    try:
-        text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yml", ".yaml"):
+        data = safe_yaml.load(path, "class-list", ClassifierError)
+        names = data.get("classes") if isinstance(data, dict) else data
+        if not isinstance(names, list):
+            raise ClassifierError(f"{path}: expected a list of class names (or a mapping with 'classes: [...]')")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ClassifierError(f"{path}: not UTF-8 text (byte {e.start}); save the class list as UTF-8") from None
         if path.suffix == ".json":
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except (ValueError, RecursionError) as e:
+                raise ClassifierError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
             if isinstance(data, dict):
-                return [str(data[k]) for k in sorted(data, key=lambda k: int(k))]
-            return [str(c) for c in data]
-        if path.suffix in (".yml", ".yaml"):
-            data = yaml.safe_load(text)
-            return [str(c) for c in (data["classes"] if isinstance(data, dict) else data)]
-    except (yaml.YAMLError, KeyError, ValueError, TypeError, OSError, RecursionError) as e:
-        raise ClassifierError(f"{path}: not a class list ({type(e).__name__}: {e})") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+                names = _index_to_class(path, data)
+            elif isinstance(data, list):
+                names = data
+            else:
+                raise ClassifierError(f"{path}: expected an index->class object or a list of names")
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise ClassifierError(f"{path}: the class list is empty")
-    return names
+    return check_class_names(names, str(path))
 
 
 def match_classes(classes: Sequence[str], entries: Mapping[str, list[str]], match: str, source: str) -> list[list[str]]:

@@ -36,7 +36,11 @@ class Timings:
 class VideoResult:
     """The ranked actions of one video, or why there are none.
 
-    labels / scores: the top-k class names and their view-summed logits, best first.
+    labels / scores: the top-k class names and their logits, best first. A logit is
+    ``tau · s`` with ``s`` the STDD score of a view (STDD-SPEC §3.4: cosine similarities pooled over
+    frames and prompts, tau = exp(logit_scale) of the checkpoint, about 100), summed over the V views
+    (the released ensemble): comparable across classes of one video, not a probability.
+    probabilities: the same classes' probabilities, the mean over views of each view's softmax.
     logits: float32 [K], all classes (summed over views). view_scores: float32 [V, K], per view.
     indices: LongTensor [V, T], the sampled frame indices (None for tensor inputs).
     error: the typed error that stopped this video (the other fields are then empty).
@@ -49,6 +53,7 @@ class VideoResult:
     source: str
     labels: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
     logits: torch.Tensor | None = None
     view_scores: torch.Tensor | None = None
     indices: torch.Tensor | None = None
@@ -62,11 +67,12 @@ class VideoResult:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """A JSON-ready summary (no tensors): video, labels, scores, timings, error, decode backend and note."""
+        """A JSON-ready summary (no tensors): video, labels, scores, probabilities, timings, error, decode backend."""
         return {
             "video": self.source,
             "labels": list(self.labels),
             "scores": [float(s) for s in self.scores],
+            "probabilities": [float(p) for p in self.probabilities],
             "timings": self.timings.to_dict(),
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
             "decode_backend": self.decode_backend,
@@ -78,14 +84,15 @@ class VideoResult:
 class WindowResult:
     """The ranked actions of one sliding window of a stream, or the error that ended the stream.
 
-    source: the stream's name. index: the window's number in its stream (0, 1, ...), -1 for the
-    result that reports a stream-ending error. start_frame / end_frame: the first and last source
-    frame the window spans (frames counted from the start of the stream, in arrival order).
-    start_time / end_time: their timestamps in seconds (the source's clock). frames: LongTensor [T],
-    the source frames sampled. labels / scores: the top-k classes and their logits, best first;
-    logits: float32 [K], all classes. latency: seconds from the arrival of the window's last frame
-    to this result. dropped: windows of this stream dropped (``on_backpressure="drop"``) since its
-    previous result. error: the StreamError that ended the stream (the other fields are then empty).
+    source: the stream's name. index: the window's number in its stream (0, 1, ...), -1 for the result that reports
+    a stream-ending error. start_frame / end_frame: the first and last source frame the window spans (frames counted
+    from the start of the stream, in arrival order). start_time / end_time: their timestamps in seconds (the
+    source's clock). frames: LongTensor [T], the source frames sampled. labels / scores: the top-k classes and their
+    logits, best first (a window is one view: its logits are that view's, ``tau · s``, not summed like a file's
+    three views); probabilities: their softmax probabilities; logits: float32 [K], all classes. latency: seconds
+    from the arrival of the window's last frame to this result. dropped: windows of this stream dropped
+    (``on_backpressure="drop"``) since its previous result. error: the StreamError that ended the stream (index -1),
+    or the NonFiniteError of one window (its index; the stream goes on); the scores are then empty.
     """
 
     source: str
@@ -97,6 +104,7 @@ class WindowResult:
     frames: torch.Tensor | None = None
     labels: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
     logits: torch.Tensor | None = None
     latency: float = 0.0
     dropped: int = 0
@@ -117,6 +125,7 @@ class WindowResult:
             "end_time": self.end_time,
             "labels": list(self.labels),
             "scores": [float(s) for s in self.scores],
+            "probabilities": [float(p) for p in self.probabilities],
             "latency": self.latency,
             "dropped": self.dropped,
             "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},

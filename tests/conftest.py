@@ -1,4 +1,4 @@
-"""Test configuration: offline hub, Triton's CPU interpreter when there is no GPU, slow-test switch, seeds.
+"""Test configuration: offline hub, Triton's CPU interpreter when there is no GPU, slow and GPU test switches, seeds.
 
 Inputs are fresh random on every run; each test seeds torch, numpy and ``random`` with its own seed
 (``STDD_TEST_SEED=N`` fixes it) and a failing test's report names the seed that reproduces it.
@@ -23,12 +23,14 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    skip_slow = None if config.getoption("--runslow") else pytest.mark.skip(reason="slow: run with --runslow")
+    # collected everywhere, run where there is a GPU (benchmarks/gpu_check.py runs them with -m gpu)
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if skip_slow and "slow" in item.keywords:
+            item.add_marker(skip_slow)
+        if skip_gpu and "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
 
 
 @pytest.fixture(autouse=True)

@@ -40,3 +40,9 @@ def small_arch(grid: int, width: int = 64, layers: int = 2, heads: int = 4, name
         text_heads=2,
         text_layers=1,
     )
+
+
+def report(name: str, value: float) -> float:
+    """Print a measured error (every comparison shows its figure) and return it."""
+    print(f"[measured] {name}: {value:.3e}")
+    return value

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import stdd_fast
-from stdd_fast import CheckpointError, UnsafeCheckpointError, create_model, load_model, save_checkpoint
+from stdd_fast import CheckpointError, STCAConfig, UnsafeCheckpointError, create_model, load_model, save_checkpoint
 
 
 class _Holder(nn.Module):
@@ -216,3 +216,33 @@ def test_pickle_needing_code_is_refused_unless_trusted(source, tmp_path):
     assert "trust_pickle=True" in str(e.value)
     with pytest.raises(CheckpointError, match="non-tensor entries"):
         load_model(path, trust_pickle=True)
+
+
+def test_load_model_applies_the_stca_config_a_checkpoint_records(tmp_path):
+    stca = STCAConfig(shuffle="seeded", seed=5, temporal_scale=(1, 2, 3), channel_fold=16, mask_rate=0.25)
+    source = randomize_(create_model("test-tiny", stca=stca), seed=2)
+    path = save_checkpoint(source, tmp_path / "custom.safetensors")
+    loaded = load_model(path)
+    assert loaded.stca == stca and loaded.checkpoint_info.stca_overridden == {}
+    frames = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_video(frames), source.encode_video(frames))
+    override = load_model(path, stca=STCAConfig())  # an explicit config wins, and the difference is reported
+    assert override.stca == STCAConfig()
+    assert override.checkpoint_info.stca_overridden == {
+        "channel_fold": [16, 32],
+        "temporal_scale": [(1, 2, 3), (1, 2)],
+        "mask_rate": [0.25, 0.5],
+        "shuffle": ["seeded", "none"],
+        "seed": [5, 0],
+    }
+    assert load_model(path, stca=None).stca is None
+
+
+def test_load_model_leaves_the_callers_rng_alone(tmp_path):
+    path = save_checkpoint(create_model("test-tiny"), tmp_path / "tiny.safetensors")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_model(path)
+    assert torch.equal(torch.rand(3), expected)

@@ -94,16 +94,23 @@ def test_build_classifier_then_classify_json(files, runs):
 
 
 def test_info(runs):
+    from stdd_fast.deps import OPTIONAL
+
     report = json.loads(runs["info"].stdout)
-    assert set(report["backends"]) == {"triton", "dali", "onnx", "onnxruntime", "tensorrt", "pynvml"}
+    assert set(report["backends"]) == set(OPTIONAL) >= {"triton", "dali", "onnx", "onnxruntime", "tensorrt", "pynvml"}
     for entry in report["backends"].values():
-        assert entry["available"] or (entry["reason"] and entry["install"])
+        assert (entry["installed"] and (entry["runs_here"] or "needs CUDA here" in entry["note"])) or (
+            not entry["installed"] and "pip install" in entry["note"]
+        )
+    if not report["devices"]["cuda_available"]:  # installed here, but its kernels need a GPU
+        assert report["backends"]["triton"]["note"].startswith("installed; needs CUDA here")
     assert report["packages"]["torch"] and "cuda_available" in report["devices"]
 
 
 def test_config_error_is_one_line(runs):
     assert runs["usage"].stderr.strip().splitlines() == [
-        "stdd: error: no classes: pass --classes 'a,b,c', --classes-file F, --xprompt YAML or --classifier ART"
+        "stdd: error: no classes: pass --classes 'a,b,c', --classes-file F, --xprompt YAML, --askg YAML or "
+        "--classifier ART"
     ]
 
 

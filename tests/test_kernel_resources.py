@@ -1,4 +1,4 @@
-"""Every Triton launch the wrappers make by default compiles for an H100/H200 (sm_90a) within its limits.
+"""Every Triton launch the launchers make by default compiles for an H100/H200 (sm_90a) within its limits.
 
 No GPU is needed: ``benchmarks/kernel_resources.py`` compiles ahead of time for the target and reads
 each binary's resources. It runs in a subprocess because the kernels must be compiled ones, while
@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "kernel_resources.py"
 KERNELS = {
     "_layer_norm_kernel",
-    "_stca_sparse_attention_kernel",  # ViT-B/16 frames: one tile
+    "_sparse_attention_kernel",  # ViT-B/16 frames: one tile
     "_mixed_rows_kernel",  # ViT-L/14 frames: the blocked kernel's two launches
-    "_stca_sparse_attention_blocked_kernel",
-    "_stca_scatter_kernel",
-    "_stdd_head_kernel",
+    "_sparse_attention_blocked_kernel",
+    "_scatter_residual_kernel",
+    "_score_kernel",
 }
 
 
@@ -49,7 +49,7 @@ def test_default_launches_compile_for_sm90_within_its_limits(tmp_path):
         assert launch["shared_bytes"] <= limit, launch
         assert launch["fits"] and launch["blocks_per_sm"] >= 1, launch
     # bf16 attention runs on Hopper's tensor cores (wgmma); fp32 keeps IEEE products on FMA units
-    attention = {"_stca_sparse_attention_kernel", "_stca_sparse_attention_blocked_kernel"}
+    attention = {"_sparse_attention_kernel", "_sparse_attention_blocked_kernel"}
     for launch in launches:
         if launch["kernel"] in attention:
             assert (launch["tensor_core_ops"] > 0) == (launch["dtype"] == "bf16"), launch

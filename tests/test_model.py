@@ -1,11 +1,11 @@
 import open_clip
 import pytest
 import torch
-from helpers import randomize_, small_arch
-from tolerances import EXACT_MAX_REL, max_rel_err, report
+from helpers import randomize_, report, small_arch
 
 import stdd_fast
 from stdd_fast import ConfigError, STCAConfig, create_model
+from stdd_fast.numerics import EXACT_MAX_REL, max_rel_err
 
 
 def test_b16_shapes_parameter_count_and_keys():

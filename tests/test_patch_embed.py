@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import randomize_, small_arch
-from tolerances import FP32_MAX_REL, max_rel_err, report
+from helpers import randomize_, report, small_arch
 
 from stdd_fast import create_model
+from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 from stdd_fast.ops import embed_frames
 from stdd_fast.patch_embed import embeds_gemm, patchify
 

@@ -2,10 +2,13 @@
 
 import pytest
 import torch
-from helpers import randomize_, small_arch
-from tolerances import FP32_MAX_REL, LOWP_ATOL, LOWP_FACTOR, max_rel_err, report
+from helpers import randomize_, report, small_arch
 
 from stdd_fast import STCAConfig, create_model
+from stdd_fast.numerics import FP32_MAX_REL, low_precision_bound, max_rel_err
+from stdd_fast.stca.fused import stca_block_fused
+from stdd_fast.stca.pieces import layer_norm
+from stdd_fast.stca.reference import stca_block_reference
 
 MODES = [
     ("none", False, True),
@@ -49,11 +52,8 @@ def test_fused_block_other_stca_configs(scales, fold, width):
     x = torch.randn(6 * 4, 65, width)
     vis = block.visible_tokens(6, 4, x.device)
     src = block.index.source_maps(4, x.device)
-    from stdd_fast.stca_fused import stca_block_fused
-    from stdd_fast.stca_ref import stca_block_ref
-
     with torch.no_grad():
-        err = max_rel_err(stca_block_fused(block, x, vis, src), stca_block_ref(block, x, vis, src))
+        err = max_rel_err(stca_block_fused(block, x, vis, src), stca_block_reference(block, x, vis, src))
     assert report(f"fused block, scales={scales}, fold={fold}, width={width}", err) <= FP32_MAX_REL
 
 
@@ -67,7 +67,7 @@ def test_fused_bf16_error_is_within_twice_the_reference_error():
         fused_err = max_rel_err(_encode(model, frames, "fused"), exact)
     report("bf16 reference vs fp32 reference", ref_err)
     report("bf16 fused vs fp32 reference", fused_err)
-    assert fused_err <= LOWP_FACTOR * ref_err + LOWP_ATOL
+    assert fused_err <= low_precision_bound(ref_err)
 
 
 @pytest.mark.parametrize("repeat", [True, False])
@@ -100,17 +100,15 @@ def test_folded_weights_follow_parameter_updates():
 
 
 @pytest.mark.parametrize("x_dtype, param_dtype", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32)])
-def test_layer_norm_stats_takes_parameters_of_another_dtype(x_dtype, param_dtype):
+def test_layer_norm_piece_takes_parameters_of_another_dtype(x_dtype, param_dtype):
     """LayerNorm with statistics: input and parameters in different dtypes compute in fp32, output in x's dtype."""
-    from stdd_fast.stca_fused import layer_norm_stats
-
     x = (3 * torch.randn(5, 7, 48) + 1).to(x_dtype)
     weight = (1 + 0.2 * torch.randn(48)).to(param_dtype)
     bias = (0.1 * torch.randn(48)).to(param_dtype)
-    normed, mean, rstd = layer_norm_stats(x, weight, bias, 1e-5)
+    normed, mean, rstd = layer_norm(x, weight, bias, 1e-5)
     exact = torch.nn.functional.layer_norm(x.double(), (48,), weight.double(), bias.double(), 1e-5)
     assert normed.dtype == x_dtype and mean.dtype == rstd.dtype == torch.float32
     bound = FP32_MAX_REL if x_dtype == torch.float32 else torch.finfo(x_dtype).eps
-    err = report(f"layer_norm_stats x {x_dtype} params {param_dtype}", max_rel_err(normed, exact))
+    err = report(f"layer_norm piece x {x_dtype} params {param_dtype}", max_rel_err(normed, exact))
     assert err <= bound
     assert max_rel_err(mean, x.double().mean(-1, keepdim=True)) <= FP32_MAX_REL

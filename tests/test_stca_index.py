@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stdd_fast import STCAConfig
-from stdd_fast.stca_index import STCAIndex, channel_source_map, mask_row, window_geometry
+from stdd_fast.stca.index import STCAIndex, channel_source_map, mask_row, window_table
 
 Z = 8  # the zero-fill marker for T = 8
 
@@ -32,7 +32,7 @@ def test_visible_tokens_ascending_window_major_order():
 
 
 def test_window_geometry_positions():
-    g = window_geometry((14, 14), (1, 2, 2))
+    g = window_table((14, 14), (1, 2, 2))
     assert g.shape == (49, 4)
     assert g[0].tolist() == [0, 1, 14, 15]  # TL, TR, BL, BR
     assert g[8].tolist() == [30, 31, 44, 45]  # window row 1, column 1

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import randomize_, small_arch
+from helpers import randomize_, report, small_arch
 from literal_stca import literal_block, literal_encode
-from tolerances import EXACT_MAX_REL, max_rel_err, report
 
 from stdd_fast import STCAConfig, create_model
+from stdd_fast.numerics import EXACT_MAX_REL, max_rel_err
 
 MODES = [
     ("none", False, True),

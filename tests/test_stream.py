@@ -11,14 +11,15 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import randomize_
-from tolerances import FP32_MAX_REL, max_rel_err, report
+from helpers import randomize_, report
 from video_fixtures import frame_pattern, sequential_decode, write_clip
 
-from stdd_fast import ConfigError, create_model, save_checkpoint
+from stdd_fast import ConfigError, StreamError, create_model, save_checkpoint
 from stdd_fast.engine import Engine
+from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 from stdd_fast.results import WindowResult
-from stdd_fast.stream import Span, StreamConfig, StreamError, WindowStream, parse_span, window_geometry
+from stdd_fast.stream import Span, StreamConfig, WindowStream, parse_span, window_layout
+from stdd_fast.video import SamplingConfig
 
 CLASSES = ["run", "jump", "swim", "dance", "climb", "throw"]
 FPS = 30
@@ -56,17 +57,19 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-# -- window geometry ------------------------------------------------------------------------------------------
+# -- window layout ------------------------------------------------------------------------------------------
 
 
-def test_window_geometry():
-    default = window_geometry(8, 16, 30, StreamConfig(), fps=30.0)
+def test_window_layout():
+    default = window_layout(SamplingConfig(8, 16, 30), StreamConfig(), fps=30.0)
     assert default.offsets == (0, 16, 32, 48, 64, 80, 96, 112) and default.span == 113 and default.stride == 16
     # 25 fps: the offline clip_size is ceil(16*7/30*25) = 94 frames, and so is the span.
-    assert window_geometry(8, 16, 30, StreamConfig(), fps=25.0).span == 94
-    given = window_geometry(5, 16, 30, StreamConfig(window=Span(41, "frames"), stride=Span(0.5, "seconds")), 30.0)
+    assert window_layout(SamplingConfig(8, 16, 30), StreamConfig(), fps=25.0).span == 94
+    given = window_layout(
+        SamplingConfig(5, 16, 30), StreamConfig(window=Span(41, "frames"), stride=Span(0.5, "seconds")), 30.0
+    )
     assert given.offsets == (0, 10, 20, 30, 40) and given.span == 41 and given.stride == 15
-    assert window_geometry(1, 16, 30, StreamConfig(window=Span(7, "frames")), None).offsets == (0,)
+    assert window_layout(SamplingConfig(1, 16, 30), StreamConfig(window=Span(7, "frames")), None).offsets == (0,)
     assert parse_span(16, "stride") == Span(16, "frames") == parse_span("16f", "stride")
     assert parse_span("0.5s", "stride") == Span(0.5, "seconds")
     for bad in (0.5, "abc", 0, "-1s", True):
@@ -78,7 +81,7 @@ def test_window_geometry():
         with pytest.raises(ConfigError, match="fps="):
             StreamConfig(fps=bad)
     with pytest.raises(ConfigError, match="needs the frame rate"):
-        window_geometry(8, 16, 30, StreamConfig(), fps=None)
+        window_layout(SamplingConfig(8, 16, 30), StreamConfig(), fps=None)
 
 
 # -- equivalence with direct classification -----------------------------------------------------------------------
@@ -89,16 +92,18 @@ def test_file_stream_equals_classifying_the_frame_ranges(model, clip, window, st
     path, seq = clip
     engine = Engine(model, classes=CLASSES, num_views=1, num_frames=frames)
     results = list(engine.stream(path, window=window, stride=stride, top_k=3))
-    geometry = window_geometry(
-        frames, 16, 30, StreamConfig(window=window and parse_span(window, "w"), stride=parse_span(stride, "s")), FPS
+    layout = window_layout(
+        SamplingConfig(frames, 16, 30),
+        StreamConfig(window=window and parse_span(window, "w"), stride=parse_span(stride, "s")),
+        FPS,
     )
-    expected = (len(seq) - geometry.span) // geometry.stride + 1
+    expected = (len(seq) - layout.span) // layout.stride + 1
     assert [r.index for r in results] == list(range(expected)) and all(r.ok for r in results)
     worst = 0.0
     for r in results:
-        start = r.index * geometry.stride
-        assert r.frames.tolist() == [start + o for o in geometry.offsets]
-        assert (r.start_frame, r.end_frame) == (start, start + geometry.span - 1)
+        start = r.index * layout.stride
+        assert r.frames.tolist() == [start + o for o in layout.offsets]
+        assert (r.start_frame, r.end_frame) == (start, start + layout.span - 1)
         assert r.start_time == pytest.approx(start / FPS) and r.end_time == pytest.approx(r.end_frame / FPS)
         direct = direct_logits(engine, seq[r.frames.numpy()])
         worst = max(worst, max_rel_err(r.logits, direct))
@@ -141,18 +146,26 @@ def test_source_that_raises_ends_with_a_typed_error_after_the_retries(engine):
 
 
 def test_stalled_source_reconnects_then_gives_up(engine):
+    """A read that never returns is waited for, not abandoned: no second reader thread starts beside it."""
     release = threading.Event()
+    opened = []
 
     def stalls():
+        opened.append(1)
         yield from synthetic(10)
         release.wait(30)  # a source that stops sending without closing
 
     try:
         results = list(engine.stream(stalls, stall_timeout=0.2, max_retries=1, retry_delay=0.0, fps=FPS))
+        feeds = [t for t in threading.enumerate() if t.name.startswith("stdd-feed-")]
     finally:
         release.set()
     assert len(results) == 1 and isinstance(results[0].error, StreamError)
-    assert "no frame for 0.2 s (gave up after 1 reconnect(s)" in str(results[0].error)
+    message = str(results[0].error)
+    assert message.startswith("<stream 0>: no frame for 0.2 s; the stalled read has not returned") and (
+        "gave up after 1 reconnect(s)" in message
+    )
+    assert len(opened) == 1 and len(feeds) == 1  # the blocked reader, and no other
 
 
 def test_reconnect_resumes_after_the_last_frame(engine):

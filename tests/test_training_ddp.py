@@ -17,7 +17,7 @@ Everything runs single-threaded (OMP_NUM_THREADS=1) so both sides use the same C
 import json
 
 import torch
-from tolerances import report
+from helpers import report
 from training_fixtures import run_python, tiny_checkpoint, tiny_dataset, tiny_recipe
 
 from stdd_fast.checkpoints import read_state_dict
@@ -41,7 +41,7 @@ if dist.is_initialized():
 def _eval_args(ds, checkpoint, out):
     return [
         *("--weights", str(checkpoint), "--csv", str(ds.csv), str(ds.csv), "--prefix", str(ds.prefix)),
-        *("--classes", str(ds.classes), "--views", "2", "--frames", "4", "--device", "cpu"),
+        *("--classes-file", str(ds.classes), "--views", "2", "--frames", "4", "--device", "cpu"),
         *("--output", str(out), "--save-logits", "--no-progress", "--no-plot"),
     ]
 

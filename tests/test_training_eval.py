@@ -42,7 +42,7 @@ def known(tmp_path_factory):
     out = root / "out"
     argv = [
         *("--weights", str(ckpt), "--csv", str(split1), str(split2), "--prefix", str(ds.prefix)),
-        *("--classes", str(ds.classes), "--classifier", str(art), "--views", "3", "--frames", "4"),
+        *("--classes-file", str(ds.classes), "--classifier", str(art), "--views", "3", "--frames", "4"),
         *("--device", "cpu", "--output", str(out), "--no-progress"),
     ]
     assert main(argv) == 0
@@ -87,7 +87,7 @@ def test_report_keys_and_plot(known):
 
 
 def test_eval_cli_reports_usage_errors(capsys, tmp_path):
-    assert main(["--csv", str(tmp_path / "x.csv"), "--classes", "c.json"]) == 2
+    assert main(["--csv", str(tmp_path / "x.csv"), "--classes-file", "c.json"]) == 2
     assert "--weights" in capsys.readouterr().err
 
 

@@ -7,10 +7,10 @@ path draws the same train-time STCA masks. Tolerance: the fp32 row of the table 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import randomize_
-from tolerances import FP32_MAX_REL, max_rel_err, report
+from helpers import randomize_, report
 
 from stdd_fast import ConfigError, create_model
+from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 from stdd_fast.ops import resolve_impl
 from stdd_fast.training import attach_projector, compute_loss
 from stdd_fast.training.optim import freeze_for_training

@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
-from tolerances import EXACT_MAX_REL, max_rel_err, report
+from helpers import report
 from training_fixtures import tiny_checkpoint, tiny_dataset, tiny_recipe
 
 import stdd_fast
 from stdd_fast.checkpoints import read_state_dict
+from stdd_fast.numerics import EXACT_MAX_REL, max_rel_err
 from stdd_fast.training import export_average, finetune
 from stdd_fast.training.averaging import epoch_checkpoints, gaussian_weights
 from stdd_fast.training.data import StepSampler, TrainClips, read_video_list

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import EXACT_MAX_REL, max_rel_err, report
+from helpers import report
 
 from stdd_fast import video
 from stdd_fast.errors import ConfigError
+from stdd_fast.numerics import EXACT_MAX_REL, max_rel_err
 
 
 def test_short_side_and_crop_arithmetic():

@@ -149,3 +149,28 @@ def test_pts_bounds_match_a_literal_pts_filter(total, fps, pts_per_frame):
     for views in (1, 3, 4):
         got = video.sample_indices(total, fps, num_views=views, pts_per_frame=float(pts_per_frame)).tolist()
         assert got == pyslowfast_pts_selection(total, fps, views, pts_per_frame)
+
+
+@pytest.mark.parametrize(
+    "name, frames, options",
+    [("coarse_time_base.avi", 101, {"codec": "mpeg4", "fps": 25, "bframes": 0}), ("no_duration.mkv", 200, {})],
+)
+def test_readme_stage_by_stage_indices_equal_the_engines(tmp_path, name, frames, options):
+    """``video.sample_indices(video.probe(path))`` (README) samples what Engine.classify samples.
+
+    A 1/25 time base (AVI) makes the segment bounds truncate to whole pts; an MKV stream without a
+    duration takes the whole-video fallback: the bare frame count and rate would sample other frames.
+    """
+    from helpers import randomize_
+    from video_fixtures import write_clip
+
+    from stdd_fast import Engine, create_model
+
+    path = write_clip(tmp_path / name, frames, **options)
+    info = video.probe(path)
+    readme = video.sample_indices(info)
+    engine = Engine(randomize_(create_model("test-tiny"), seed=1), classes=["a", "b"])
+    assert torch.equal(engine.classify(path)[0].indices, readme)
+    assert not torch.equal(video.sample_indices(info.num_frames, info.fps), readme)  # why the VideoInfo form exists
+    with pytest.raises(ConfigError, match="drop fps="):
+        video.sample_indices(info, 30.0)

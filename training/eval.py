@@ -4,7 +4,7 @@ Example (UCF101, 3 splits, xprompt classifier built from the model's text tower)
 
     python -m stdd_fast.training.eval --weights swa_2_22.safetensors \\
         --csv zs_label_db/ucf101_split{1,2,3}/test.csv --prefix /data/ucf101/videos \\
-        --classes zs_label_db/ucf101-index2cls.json --xprompt label_db/classes_xprompt_ucf101.yml \\
+        --classes-file zs_label_db/ucf101-index2cls.json --xprompt label_db/classes_xprompt_ucf101.yml \\
         --views 3 --output eval_ucf101
 
 Under ``torchrun --nproc-per-node N -m stdd_fast.training.eval ...`` the videos are sharded and
@@ -19,84 +19,91 @@ import os
 import sys
 from collections.abc import Sequence
 
-from stdd_fast.errors import StddError
+from stdd_fast.choices import SAMPLING_MODES, SHUFFLE_MODES
+from stdd_fast.cli import options
+from stdd_fast.cli.runner import Parser
+from stdd_fast.cli.runner import run as run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m stdd_fast.training.eval",
+    p = Parser(
+        prog="stdd-eval",
         description="Zero-shot evaluation of an STDD model on official split lists (top-1/top-5, per class, "
         "mean ± std over splits, JSON report, confusion-matrix PNG).",
     )
     p.add_argument("--csv", nargs="+", required=True, help="split list(s): rows 'relative/path,label'")
     p.add_argument("--prefix", default="", help="directory the CSV paths are relative to")
-    p.add_argument("--classes", nargs="+", default=None, help="index->class JSON: one for all splits, or one per split")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--classifier", help="a saved classifier artifact (stdd build-classifier)")
-    src.add_argument("--xprompt", help="an official classes_xprompt_*.yml (prompt-level classifier)")
-    p.add_argument("--weights", help="checkpoint (any format stdd_fast.load_model reads)")
-    p.add_argument("--arch", help="architecture name (checked against --weights; alone: random init, smoke runs)")
-    p.add_argument("--seed", type=int, default=0, help="init seed when no --weights is given")
-    p.add_argument("--views", type=int, default=3, help="temporal views per video (official: 3)")
-    p.add_argument("--frames", type=int, default=8, help="frames per view (official: 8)")
-    p.add_argument("--sampling-rate", type=int, default=16)
-    p.add_argument("--target-fps", type=float, default=30.0)
-    p.add_argument("--sampling", default="official", help="'official' or 'uniform'")
-    p.add_argument("--shuffle", default="none", help="STCA eval schedule: none | seeded | official")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if available)")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    p.add_argument("--impl", default="auto", help="reference | fused | triton | auto")
-    p.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: --views)")
-    p.add_argument("--decode-workers", type=int, default=None)
-    p.add_argument("--decode-backend", default=None, help="decoder backend (default: the engine's own default)")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--output", default="eval_out", help="directory for report.json and the PNGs")
-    p.add_argument("--save-logits", action="store_true", help="also write logits_<split>.pt")
-    p.add_argument("--no-plot", action="store_true", help="skip the confusion-matrix PNGs")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--trust-pickle", action="store_true", help="allow pickles that need arbitrary code")
+    options.add_weights(p, required=False)
+    p.add_argument("--seed", type=int, default=0, help="init seed when no --weights is given (with --arch)")
+    g = p.add_argument_group("classes")
+    g.add_argument(
+        "--classes-file", nargs="+", default=None, metavar="FILE", help="index->class JSON, one for all or per split"
+    )
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--classifier", metavar="ART", help="a saved classifier artifact (stdd build-classifier)")
+    src.add_argument("--xprompt", metavar="YAML", help="an official classes_xprompt_*.yml (prompt-level classifier)")
+    src.add_argument("--askg", metavar="YAML", help="an official classes_ASKG_*.yml (triples rendered to clauses)")
+    options.add_device(p)
+    options.add_impl(p)
+    s = p.add_argument_group("protocol")
+    s.add_argument("--views", type=int, default=3, help="temporal views per video (official: 3)")
+    s.add_argument("--frames", type=int, default=8, help="frames per view (official: 8)")
+    s.add_argument("--sampling-rate", type=int, default=16, help="frame stride at --target-fps (official: 16)")
+    s.add_argument("--target-fps", type=float, default=30.0, help="the rate --sampling-rate counts at (official: 30)")
+    s.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
+    s.add_argument("--shuffle", choices=SHUFFLE_MODES, default="none", help="STCA eval schedule (default none)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: --views)")
+    e.add_argument("--decode-workers", type=int, default=None, help="threads decoding ahead (default: min(4, cores))")
+    e.add_argument("--decode-backend", choices=("auto", "pyav", "dali"), default="auto", help="video decoder")
+    o = p.add_argument_group("output")
+    o.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    o.add_argument("--output", default="eval_out", help="directory for report.json and the PNGs")
+    o.add_argument("--save-logits", action="store_true", help="also write logits_<split>.pt")
+    o.add_argument("--no-plot", action="store_true", help="skip the confusion-matrix PNGs")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add_debug(p)
     return p
 
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the parsed arguments say; returns the report."""
-    from stdd_fast.config import STCAConfig
+    from stdd_fast.devices import default_dtype
     from stdd_fast.errors import ConfigError
     from stdd_fast.training import dist
     from stdd_fast.training.evaluate import evaluate_splits
 
     if args.weights is None and args.arch is None:
         raise ConfigError("pass --weights CKPT (or --arch NAME for a random-init smoke run)")
-    if args.classes is None and args.classifier is None:
-        raise ConfigError("pass --classes index2cls.json (or --classifier ART)")
-    extra = {} if args.decode_backend is None else {"decode_backend": args.decode_backend}
-    env = dist.init_distributed(args.device)
+    if args.classes_file is None and args.classifier is None:
+        raise ConfigError("pass --classes-file index2cls.json (or --classifier ART)")
+    env = dist.init_distributed(None if args.device == "auto" else args.device)
     try:
-        stca = STCAConfig(shuffle=args.shuffle)
         if args.weights is not None:
-            from stdd_fast.checkpoints import load_model
+            from stdd_fast.factory import load_model
 
-            model = load_model(
-                args.weights, arch=args.arch, stca=stca, device=env.device, trust_pickle=args.trust_pickle
-            )
+            model = load_model(args.weights, arch=args.arch, device=env.device, trust_pickle=args.trust_pickle)
+            model.set_stca(model.stca.replace(shuffle=args.shuffle))  # the recorded config, with this schedule
         else:
-            from stdd_fast.model import create_model
+            from stdd_fast.config import STCAConfig
+            from stdd_fast.factory import create_model
 
-            model = create_model(args.arch, stca=stca, device=env.device, seed=args.seed)
+            model = create_model(args.arch, stca=STCAConfig(shuffle=args.shuffle), device=env.device, seed=args.seed)
         return evaluate_splits(
             model,
             args.csv,
-            args.classes or [None],
+            args.classes_file or [None],
             prefix=args.prefix,
             classifier=args.classifier,
             xprompt=args.xprompt,
+            askg=args.askg,
             output_dir=args.output,
             env=env,
             top_k=args.top_k,
             progress=not args.no_progress,
             save_logits=args.save_logits,
             plot=not args.no_plot,
-            dtype=args.dtype,
+            dtype=default_dtype(env.device) if args.dtype == "auto" else args.dtype,
             impl=args.impl,
             num_views=args.views,
             num_frames=args.frames,
@@ -104,8 +111,8 @@ def run(args: argparse.Namespace) -> dict:
             target_fps=args.target_fps,
             sampling=args.sampling,
             decode_workers=args.decode_workers,
+            decode_backend=args.decode_backend,
             batch_clips=args.batch_clips if args.batch_clips is not None else args.views,
-            **extra,
         )
     finally:
         dist.shutdown(env)
@@ -115,16 +122,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _evaluate(args: argparse.Namespace) -> int:
     # one process speaks for the run under torchrun
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        report = run(args)
-    except StddError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = run(args)
     if os.environ.get("RANK", "0") == "0":
         k = f"top{args.top_k}"
         for s in report["splits"]:
@@ -141,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "report_json" in report:
             print(f"report: {report['report_json']}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``stdd-eval``; exit codes as every stdd-fast command (:mod:`stdd_fast.cli.runner`)."""
+    return run_command("stdd-eval", build_parser, _evaluate, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,20 +29,6 @@ from stdd_fast.model import STDDModel
 from stdd_fast.prompts import read_class_names
 from stdd_fast.training import dist
 from stdd_fast.training.data import VideoItem, read_video_list
-
-
-@dataclass
-class SplitResult:
-    """One split's raw outcome: labels [N], logits float32 [N, K] (NaN rows for skipped videos), valid [N]."""
-
-    name: str
-    csv: str
-    classes: list[str]
-    paths: list[str]
-    labels: torch.Tensor
-    logits: torch.Tensor
-    valid: torch.Tensor
-    errors: dict[int, str] = field(default_factory=dict)
 
 
 def accuracy_metrics(labels: torch.Tensor, logits: torch.Tensor, classes: Sequence[str], top_k: int = 5) -> dict:
@@ -152,22 +137,23 @@ def load_split_classifier(
     classes_file: str | Path | None,
     classifier: str | Path | Classifier | None = None,
     xprompt: str | Path | None = None,
+    askg: str | Path | None = None,
 ) -> Classifier:
     """The classifier of one split: a saved artifact (checked against the class list), or built
-    from the class names with ``xprompt`` prompts or the 8 STDD templates (model in fp32)."""
+    from the class names with ``xprompt`` / ``askg`` prompts or the 8 STDD templates (model in fp32)."""
     names = read_class_names(classes_file) if classes_file is not None else None
     if classifier is not None:
         clf = classifier if isinstance(classifier, Classifier) else Classifier.load(classifier)
         if names is not None and clf.classes != names:
             raise ClassifierError(
                 f"the classifier's {clf.num_classes} classes differ from the {len(names)} of {classes_file}; "
-                "rebuild it for this class list or drop --classes"
+                "rebuild it for this class list or drop --classes-file"
             )
         return clf
     if names is None:
-        raise ClassifierError("no class list: pass --classes index2cls.json (or --classifier ART)")
+        raise ClassifierError("no class list: pass --classes-file index2cls.json (or --classifier ART)")
     with torch.no_grad():
-        return build_classifier(model, names, xprompt=xprompt)
+        return build_classifier(model, names, xprompt=xprompt, askg=askg)
 
 
 def write_report(report: dict, path: str | Path) -> Path:
@@ -183,6 +169,7 @@ def evaluate_splits(
     prefix: str | Path = "",
     classifier: str | Path | Classifier | None = None,
     xprompt: str | Path | None = None,
+    askg: str | Path | None = None,
     output_dir: str | Path | None = None,
     env: dist.DistEnv | None = None,
     top_k: int = 5,
@@ -214,7 +201,7 @@ def evaluate_splits(
     for cf in per_split:
         key = str(cf)
         if key not in classifiers:
-            classifiers[key] = load_split_classifier(model, cf, classifier, xprompt)
+            classifiers[key] = load_split_classifier(model, cf, classifier, xprompt, askg)
     out = Path(output_dir) if output_dir is not None else None
     if out is not None and env.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,9 @@ class Recipe:
 
     Data: ``train_csv`` rows ``relative/path,label`` under ``prefix``; ``classes`` an index->class
     JSON. The frozen text classifier is built once from the model's text tower: prompt level from
-    ``xprompt`` (an official ``classes_xprompt_*.yml``), else the 8 STDD templates (``text_reduce``
-    as in :func:`stdd_fast.build_classifier`); or loaded from a saved ``classifier`` artifact.
+    ``xprompt`` (an official ``classes_xprompt_*.yml``) or ``askg`` (``classes_ASKG_*.yml``), else
+    the 8 STDD templates (``text_reduce`` as in :func:`stdd_fast.build_classifier`); or loaded from a
+    saved ``classifier`` artifact.
     ``jitter_scales``: the random short side range; None means (S, round(S*256/224)) for the
     model's image size S, i.e. the released (224, 256) at 224 and proportionally smaller for the
     tiny test architectures.
@@ -80,6 +81,7 @@ class Recipe:
     prefix: str = ""
     classes: str = ""
     xprompt: str | None = None
+    askg: str | None = None
     classifier: str | None = None
     text_reduce: TextReduce = "auto"
     num_frames: int = 8
@@ -149,8 +151,10 @@ class Recipe:
             raise ConfigError(f"Recipe.clip_grad_norm={self.clip_grad_norm!r}: must be > 0, or None to disable")
         if self.jitter_scales is not None and not 1 <= self.jitter_scales[0] <= self.jitter_scales[1]:
             raise ConfigError(f"Recipe.jitter_scales={self.jitter_scales!r}: need 1 <= min <= max")
-        if self.xprompt is not None and self.classifier is not None:
-            raise ConfigError("Recipe: set xprompt= (build the classifier) or classifier= (load one), not both")
+        if sum(v is not None for v in (self.xprompt, self.askg, self.classifier)) > 1:
+            raise ConfigError(
+                "Recipe: set xprompt= or askg= (build the classifier) or classifier= (load one), not more"
+            )
         if self.gwa_sigma <= 0:
             raise ConfigError(f"Recipe.gwa_sigma={self.gwa_sigma!r}: must be > 0")
         if self.average_end is not None and self.average_end < self.average_start:
@@ -198,15 +202,11 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         """Read a JSON or YAML recipe file (any subset of the fields; the rest keep their defaults)."""
-        import yaml
+        from stdd_fast import safe_yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-        except (yaml.YAMLError, UnicodeDecodeError, OSError, RecursionError) as e:  # Recursion: nested too deeply
-            raise ConfigError(f"{path}: not valid JSON or YAML ({type(e).__name__}: {e})") from None
+        data = safe_yaml.load(path, "recipe", ConfigError)  # YAML is a superset of JSON
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of fields (key: value), not a {type(data).__name__}")
         try:
             return cls.from_dict(data or {})
         except ConfigError as e:

@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stdd_fast.checkpoints import FORMAT_TAG, load_model
+from stdd_fast.checkpoints import FORMAT_TAG
 from stdd_fast.classifier import Classifier, build_classifier
 from stdd_fast.errors import CheckpointError, ConfigError
-from stdd_fast.model import STDDModel, create_model
+from stdd_fast.factory import create_model, load_model
+from stdd_fast.model import STDDModel
 from stdd_fast.prompts import read_class_names
 from stdd_fast.text import text_tower_fingerprint
 from stdd_fast.training import dist
@@ -134,7 +135,7 @@ def build_train_classifier(recipe: Recipe, model: STDDModel, classes: list[str])
         clf.check_compatible(model.arch.embed_dim, text_tower_fingerprint(model))
         return clf
     with torch.no_grad():
-        return build_classifier(model, classes, xprompt=recipe.xprompt, reduce=recipe.text_reduce)
+        return build_classifier(model, classes, xprompt=recipe.xprompt, askg=recipe.askg, reduce=recipe.text_reduce)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -191,7 +192,12 @@ class Trainer:
     """One fine-tuning run of ``recipe`` in this process (one rank under torchrun). Use :func:`finetune`."""
 
     def __init__(
-        self, recipe: Recipe, env: dist.DistEnv, resume: str | Path | None = None, progress: bool = False
+        self,
+        recipe: Recipe,
+        env: dist.DistEnv,
+        resume: str | Path | None = None,
+        progress: bool = False,
+        overwrite: bool = False,
     ) -> None:
         self.recipe = recipe
         self.env = env
@@ -200,6 +206,7 @@ class Trainer:
         self.out = Path(recipe.output_dir)
         if not recipe.train_csv or not recipe.classes:
             raise ConfigError("Recipe: train_csv= and classes= (an index->class JSON) are needed to train")
+        claim_run_folder(self.out, resume, overwrite, remove=env.is_main)  # every rank checks; one removes
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             recipe.save(self.out / "recipe.json")
@@ -455,11 +462,38 @@ class Trainer:
         return path
 
 
-def finetune(recipe: Recipe, resume: str | Path | None = None, progress: bool = False) -> TrainResult:
+def claim_run_folder(out: Path, resume: str | Path | None, overwrite: bool, remove: bool = True) -> None:
+    """A run folder that already holds a run is resumed or overwritten only when asked; never silently restarted.
+
+    ``overwrite`` (with ``remove``) deletes the files a run writes (epoch checkpoints, the log, weight
+    averages) first.
+    """
+    if resume is not None or not out.is_dir():
+        return
+    checkpoints = epoch_checkpoints(out)
+    log_file = out / "train_log.jsonl"
+    if not checkpoints and not log_file.exists():
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run ({len(checkpoints)} epoch checkpoint(s), train_log.jsonl: "
+            f"{log_file.exists()}); pass --resume auto to continue it, --overwrite to start over in it, or choose "
+            "another output_dir="
+        )
+    if remove:
+        averages = [*out.glob("swa_*.safetensors"), *out.glob("gwa_*.safetensors")]
+        for path in [*checkpoints.values(), log_file, *averages]:
+            path.unlink(missing_ok=True)
+
+
+def finetune(
+    recipe: Recipe, resume: str | Path | None = None, progress: bool = False, overwrite: bool = False
+) -> TrainResult:
     """Run ``recipe`` (in every process under torchrun). ``resume``: a training checkpoint path, or
-    ``"auto"`` for the latest one in ``recipe.output_dir`` (starting fresh when there is none)."""
+    ``"auto"`` for the latest one in ``recipe.output_dir`` (starting fresh when there is none).
+    ``overwrite``: start over in an ``output_dir`` that holds a run (otherwise that is a ConfigError)."""
     env = dist.init_distributed(recipe.device)
     try:
-        return Trainer(recipe, env, resume, progress).fit()
+        return Trainer(recipe, env, resume, progress, overwrite).fit()
     finally:
         dist.shutdown(env)

@@ -1,15 +1,14 @@
-"""``python -m stdd_fast.bench``: throughput, latency and exactness of every inference path.
+"""``stdd-bench`` (``python -m stdd_fast.bench``): throughput, latency and exactness of every inference path.
 
-With no arguments it benchmarks ViT-B/16 STDD (8 frames at 224^2, seeded random weights) on the
-best device here with every path available on it, in a few minutes on a 2-core CPU. Every figure
-is measured in this run; nothing is asserted.
+With no arguments it benchmarks ViT-B/16 STDD (8 frames at 224^2, seeded random weights, or
+``--weights``) on the best device here with every path available on it, in a few minutes on a
+2-core CPU. Every figure is measured in this run; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
@@ -22,19 +21,18 @@ from stdd_fast.bench.peak import matrix_peak_tflops
 from stdd_fast.bench.report import format_header, format_table, write_json, write_plot
 from stdd_fast.bench.timing import time_fn
 from stdd_fast.classifier import Classifier
+from stdd_fast.cli import options
+from stdd_fast.cli.runner import Parser, UsageError
+from stdd_fast.cli.runner import run as run_command
 from stdd_fast.config import STCAConfig, get_arch
-from stdd_fast.engine import resolve_device, resolve_dtype
+from stdd_fast.devices import default_dtype, resolve_device, resolve_dtype
 from stdd_fast.errors import StddError
-from stdd_fast.head import score_ref
-from stdd_fast.model import create_model
+from stdd_fast.factory import create_model, load_model
+from stdd_fast.head import score
 from stdd_fast.ops import resolve_impl
 
 CPU_PATHS = ("reference", "fused", "onnxruntime")
 GPU_PATHS = ("reference", "fused", "triton", "compile:reference", "compile:triton", "graph:triton")
-
-
-class UsageError(StddError):
-    """A bad command-line value."""
 
 
 def _positive_ints(text: str, what: str) -> list[int]:
@@ -48,15 +46,14 @@ def _positive_ints(text: str, what: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m stdd_fast.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: fp32 on CPU, bf16 on GPU)")
-    p.add_argument("--arch", default="ViT-B-16", help="architecture name (see stdd_fast.list_models())")
+    p = Parser(prog="stdd-bench", description=__doc__.split("\n\n")[0])
+    options.add_weights(p, required=False, what="weights to benchmark (speed does not depend on them)")
+    options.add_device(p)
     p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
     p.add_argument("--batch", default=None, help="clips per forward, or a sweep like 1,8,32 (default 1 CPU, 32 GPU)")
     p.add_argument("--paths", default=None, help="comma-separated paths (default: all available here)")
     p.add_argument("--video", nargs="+", default=None, metavar="FILE", help="also run end to end on these videos")
-    p.add_argument("--classes", type=int, default=400, help="K classes of the random prompt-level classifier")
+    p.add_argument("--num-classes", type=int, default=400, help="K classes of the random prompt-level classifier")
     p.add_argument("--prompts", type=int, default=8, help="N prompts per class of the random classifier")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per path (default 1 CPU, 3 GPU)")
     p.add_argument("--iters", type=int, default=None, help="timed calls per path (default 5 CPU, 20 GPU)")
@@ -64,18 +61,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", default=None, metavar="OUT", help="write every figure and the environment here")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="plot throughput vs batch per path")
+    options.add_debug(p)
     return p
 
 
 def _config(args: argparse.Namespace) -> dict:
-    device = resolve_device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                            "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    dtype = resolve_dtype(args.dtype or ("bf16" if gpu else "fp32"))
-    arch = get_arch(args.arch)
+    dtype = default_dtype(device) if args.dtype == "auto" else resolve_dtype(args.dtype)
+    arch = get_arch(args.arch or "ViT-B-16")
     batches = _positive_ints(args.batch or ("32" if gpu else "1"), "--batch")
-    if args.frames < 1 or args.classes < 1 or args.prompts < 1:
-        raise UsageError("--frames, --classes and --prompts must be >= 1")
+    if args.frames < 1 or args.num_classes < 1 or args.prompts < 1:
+        raise UsageError("--frames, --num-classes and --prompts must be >= 1")
     warmup = 3 if args.warmup is None and gpu else 1 if args.warmup is None else args.warmup
     iters = 20 if args.iters is None and gpu else 5 if args.iters is None else args.iters
     if warmup < 0 or iters < 1:
@@ -104,12 +101,12 @@ def _head_rows(cfg: dict, classifier: Classifier, batch: int, frames: int, logit
     device = cfg["device"]
     emb = F.normalize(torch.randn(batch, frames, classifier.embed_dim, device=device), dim=-1)
     w = classifier.weights.to(device)
-    rows = [("reference", lambda: score_ref(emb, w, logit_scale))]
+    rows = [("reference", lambda: score(emb, w, logit_scale))]
     try:
         resolve_impl("triton", device)
-        from stdd_fast.kernels import score_triton
+        from stdd_fast import triton_ops
 
-        rows.append(("triton", lambda: score_triton(emb, w, logit_scale)))
+        rows.append(("triton", lambda: triton_ops.score(emb, w, logit_scale)))
     except StddError:
         pass
     out = []
@@ -156,12 +153,16 @@ def run(args: argparse.Namespace) -> dict:
     config = {"arch": cfg["arch"].name, "stca": "default", "frames": args.frames, "image_size": cfg["arch"].image_size,
               "dtype": str(dtype).split(".")[-1], "seed": args.seed, "batches": cfg["batches"],
               "paths": [p.name for p in cfg["paths"]], "warmup": cfg["warmup"], "iters": cfg["iters"],
-              "classes": args.classes, "prompts": args.prompts}  # fmt: skip
+              "classes": args.num_classes, "prompts": args.prompts, "weights": args.weights}  # fmt: skip
     print(format_header(env, config), flush=True)
 
-    model32 = create_model(cfg["arch"], stca=stca, seed=args.seed, device=device)
+    if args.weights is not None:
+        model32 = load_model(args.weights, arch=args.arch, device=device, trust_pickle=args.trust_pickle)
+        cfg["arch"] = model32.arch
+    else:
+        model32 = create_model(cfg["arch"], stca=stca, seed=args.seed, device=device)
     model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype)
-    classifier = _random_classifier(args.classes, args.prompts, cfg["arch"].embed_dim, args.seed)
+    classifier = _random_classifier(args.num_classes, args.prompts, cfg["arch"].embed_dim, args.seed)
     peak = round(matrix_peak_tflops(device, dtype), 1) if device.type == "cuda" else None
     rows: list[dict] = []
     for batch in cfg["batches"]:
@@ -198,13 +199,8 @@ def print_report(record: dict) -> None:
                   f"{st['videos_per_s']:.2f} videos/s; {stages}; {len(st['failed'])} failed")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        record = run(args)
-    except StddError as e:  # bad options and unusable setups: one clear line
-        print(f"stdd-bench: error: {e}", file=sys.stderr)
-        return 2
+def _bench(args: argparse.Namespace) -> int:
+    record = run(args)
     print_report(record)
     if args.json:
         print(f"\nwrote {write_json(args.json, record)}")
@@ -212,3 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         title = f"{record['config']['arch']} STDD, {record['config']['dtype']}, {record['env']['device']}"
         print(f"wrote {write_plot(args.plot, record['encoder'], title)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``stdd-bench`` / ``python -m stdd_fast.bench`` (exit codes: :mod:`stdd_fast.cli.runner`)."""
+    return run_command("stdd-bench", parser, _bench, argv)

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from stdd_fast.errors import ConfigError, StddError
-from stdd_fast.video.clips import SamplingConfig, read_clips
-from stdd_fast.video.decode import check_backend, probe
+from stdd_fast.video.decode import read_clips
+from stdd_fast.video.info import check_backend
+from stdd_fast.video.pyav import probe
+from stdd_fast.video.sampling import SamplingConfig
 
 
 def decode_throughput(

@@ -3,7 +3,6 @@ machine hits every path alike) and checked against the fp32 reference."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +14,9 @@ from stdd_fast.bench.telemetry import NvmlSampler
 from stdd_fast.bench.timing import time_interleaved
 from stdd_fast.classifier import Classifier
 from stdd_fast.flops import encoder_macs
-from stdd_fast.head import score_ref
+from stdd_fast.head import score
 from stdd_fast.model import STDDModel
+from stdd_fast.numerics import max_rel_err
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,6 @@ class EncoderCase:
     warmup: int
     iters: int
     seed: int = 0
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    if not torch.isfinite(a).all():
-        return math.inf
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
 def random_frames(case: EncoderCase, size: int) -> torch.Tensor:
@@ -62,7 +55,7 @@ def measure_encoder(
     weights = classifier.weights.to(case.device)
     with torch.no_grad():
         reference = model32.set_impl("reference").encode_video(frames32)
-        ref_top1 = score_ref(reference, weights, model32.logit_scale).argmax(-1)
+        ref_top1 = score(reference, weights, model32.logit_scale).argmax(-1)
 
     rows: dict[str, dict] = {}
     fns, measured = {}, {}
@@ -96,13 +89,13 @@ def measure_encoder(
         seconds = timings[name].median
         macs = encoder_macs(model.arch, model.stca, path.flops_impl) * case.frames
         tflops = 2 * macs * case.batch / seconds / 1e12
-        top1 = score_ref(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
+        top1 = score(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
         rows[name].update(
             clips_per_s=case.batch / seconds,
             p50_ms=seconds * 1e3,
             p90_ms=timings[name].percentile(90) * 1e3,
             speedup=(reference_s / seconds) if reference_s else None,
-            max_rel_err=_rel_err(out, reference),
+            max_rel_err=max_rel_err(out, reference),
             top1_agreement=(top1 == ref_top1).float().mean().item(),
             peak_mem_mib=peak_mib,
             gflop_per_clip=2 * macs / 1e9,

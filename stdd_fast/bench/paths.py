@@ -1,11 +1,12 @@
-"""The inference paths the benchmark compares, and how each becomes a callable ``frames -> embeddings``.
+"""The inference paths the benchmark compares, each a predictor, timed as a callable ``frames -> embeddings``.
 
-Path names: ``reference``, ``fused``, ``triton`` (the STCA implementations, eager); ``compile:<impl>``
-(``torch.compile`` of the encoder); ``autotune:<impl>`` (``torch.compile`` with
-``mode="max-autotune-no-cudagraphs"``: inductor times its Triton GEMM templates, with the bias and
-activation fused into their epilogues, against cuBLAS; minutes of compilation); ``graph:<impl>`` (a
-captured CUDA graph, replayed); and ``onnxruntime`` (the exported ONNX graph in ONNX Runtime, fp32,
-the classifier baked in).
+Path names: ``reference``, ``fused``, ``triton`` (the STCA implementations, eager:
+``TorchPredictor(model, impl=...)``); ``compile:<impl>`` (``compile="default"``: ``torch.compile`` of
+the encoder); ``autotune:<impl>`` (``compile="max-autotune-no-cudagraphs"``: inductor times its Triton
+GEMM templates, with the bias and activation fused into their epilogues, against cuBLAS; minutes of
+compilation); ``graph:<impl>`` (``cuda_graphs=True``: a captured CUDA graph, replayed); and
+``onnxruntime`` (the exported ONNX graph in ONNX Runtime, ``ExportedPredictor``, fp32, the classifier
+baked in).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from stdd_fast.errors import BackendUnavailableError, ConfigError
 from stdd_fast.model import STDDModel
 from stdd_fast.ops import resolve_impl
+from stdd_fast.torch_predictor import TorchPredictor
+
+if TYPE_CHECKING:
+    from stdd_fast.export.predictor import ExportedPredictor
 
 IMPLS = ("reference", "fused", "triton")
 MODES = ("compile", "autotune", "graph")
@@ -74,49 +80,49 @@ def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype
     return None
 
 
+def build_predictor(
+    path: BenchPath, model: STDDModel, example: torch.Tensor, classifier=None, workdir: Path | None = None
+) -> TorchPredictor | ExportedPredictor:
+    """The predictor ``path`` names, for clips shaped like ``example`` [B, T, 3, S, S] in one forward (not warmed).
+
+    Eager and graph paths run ``model`` itself, set to the path's impl (callers alternating paths that
+    share it set the impl again before each call); compiled paths trace a copy (a traced impl must not
+    change under them); ``onnxruntime`` exports ``model`` with ``classifier`` baked in to ``workdir``.
+    """
+    if path.mode == "onnxruntime":
+        from stdd_fast.export import export_onnx
+        from stdd_fast.export.predictor import ExportedPredictor
+
+        workdir = workdir or Path(tempfile.mkdtemp(prefix="stdd-bench-"))
+        onnx_path = export_onnx(model, classifier, workdir / "bench.onnx", num_frames=example.shape[1], verify=False)
+        return ExportedPredictor(
+            "onnxruntime", onnx_path, classifier=classifier, batch_clips=example.shape[0],
+            session_options=_quiet_session_options(),
+        )  # fmt: skip
+    options = dict(impl=path.impl, device=example.device, dtype=example.dtype, batch_clips=example.shape[0])
+    if path.mode in COMPILE_MODES:
+        return TorchPredictor(copy.deepcopy(model), compile=COMPILE_MODES[path.mode], **options)
+    return TorchPredictor(model, cuda_graphs=path.mode == "graph", **options)
+
+
 def build_callable(
     path: BenchPath, model: STDDModel, example: torch.Tensor, classifier=None, workdir: Path | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable ``frames [B, T, 3, S, S] -> embeddings [B, T, D]`` for ``path`` (set up and warmed).
 
-    Paths are timed interleaved, so each callable is self-contained: eager paths set their impl on
-    every call; compiled paths trace a copy of the model (a traced impl must not change under them);
-    a CUDA graph has its kernels fixed at capture.
+    Paths are timed interleaved, so each callable is self-contained: the paths that share ``model``
+    set their impl on every call (a CUDA graph has its kernels fixed at capture, on the first call).
     """
-    if path.mode == "onnxruntime":
-        from stdd_fast.export import OnnxRuntimeRunner, export_onnx
+    predictor = build_predictor(path, model, example, classifier, workdir)
+    shares_model = getattr(predictor, "model", None) is model
 
-        workdir = workdir or Path(tempfile.mkdtemp(prefix="stdd-bench-"))
-        onnx_path = export_onnx(model, classifier, workdir / "bench.onnx", num_frames=example.shape[1], verify=False)
-        runner = OnnxRuntimeRunner(onnx_path, session_options=_quiet_session_options())
-        return lambda frames: runner(frames)[1]
-    with torch.no_grad():
-        if path.mode in COMPILE_MODES:
-            own = copy.deepcopy(model).set_impl(path.impl)
-            own.encode_video(example)  # fill the index-table caches eagerly: tracing must not build them
-            compiled = torch.compile(own.encode_video, mode=COMPILE_MODES[path.mode])
-            compiled(example)
-            return compiled
-        model.set_impl(path.impl)
-        model.encode_video(example)  # fill the index-table and folded-weight caches outside capture
-        if path.mode == "graph":
-            static_in = example.clone()
-            torch.cuda.synchronize(example.device)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = model.encode_video(static_in)
+    def embeddings(frames: torch.Tensor) -> torch.Tensor:
+        if shares_model:
+            model.set_impl(path.impl)
+        return predictor(frames)[1]
 
-            def replay(frames: torch.Tensor) -> torch.Tensor:
-                static_in.copy_(frames)
-                graph.replay()
-                return static_out
-
-            return replay
-
-    def eager(frames: torch.Tensor) -> torch.Tensor:
-        return model.set_impl(path.impl).encode_video(frames)
-
-    return eager
+    embeddings(example)  # warm-up: index tables, folded weights, kernel tuning, compilation, graph capture
+    return embeddings
 
 
 def _quiet_session_options():

@@ -1,21 +1,18 @@
-"""Video input: frame sampling, decoding, transforms (STDD-SPEC §6).
+"""Video input: frame sampling, decoding, transforms (STDD-SPEC §6), and the loader that runs them.
 
-``sample_indices`` -> ``decode`` -> ``preprocess``; ``load_clips`` runs all three. PyAV is imported
-only when a video is opened; the DALI backend (``stdd_fast.video.dali``) only when it is asked for.
+Stage by stage: ``probe`` -> ``sample_indices(info)`` -> ``decode`` -> ``preprocess``; ``load_clips``
+runs all four, and :class:`VideoLoader` runs them for many videos ahead of a model. Modules:
+``info`` (what a video is), ``sampling``, ``pyav`` and ``dali`` (the two readers), ``decode`` (the
+one place that chooses a reader), ``transforms``, ``loader``. PyAV is imported only when a video is
+opened; DALI only when it is asked for.
 """
 
-from stdd_fast.video.clips import DecodedClips, SamplingConfig, load_clips, read_clips
-from stdd_fast.video.decode import (
-    BACKENDS,
-    DECODE_CHOICES,
-    YUV_TO_RGB,
-    VideoInfo,
-    VideoReader,
-    check_backend,
-    decode,
-    probe,
-)
-from stdd_fast.video.sampling import SAMPLING_MODES, official_clip_sizes, sample_indices
+from stdd_fast.choices import DECODE_BACKENDS, DECODE_CHOICES, SAMPLING_MODES, YUV_TO_RGB
+from stdd_fast.video.decode import DecodedClips, decode, load_clips, read_clips
+from stdd_fast.video.info import VideoInfo, check_backend
+from stdd_fast.video.loader import DecodeConfig, LoadedVideo, VideoLoader
+from stdd_fast.video.pyav import VideoReader, probe
+from stdd_fast.video.sampling import SamplingConfig, official_clip_sizes, sample_indices
 from stdd_fast.video.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -25,18 +22,22 @@ from stdd_fast.video.transforms import (
     preprocess,
     resize_short_side,
     short_side_shape,
+    transform_frames,
 )
 
 __all__ = [
-    "BACKENDS",
     "CLIP_MEAN",
     "CLIP_STD",
+    "DECODE_BACKENDS",
     "DECODE_CHOICES",
     "SAMPLING_MODES",
     "YUV_TO_RGB",
+    "DecodeConfig",
     "DecodedClips",
+    "LoadedVideo",
     "SamplingConfig",
     "VideoInfo",
+    "VideoLoader",
     "VideoReader",
     "center_crop",
     "check_backend",
@@ -51,4 +52,5 @@ __all__ = [
     "resize_short_side",
     "sample_indices",
     "short_side_shape",
+    "transform_frames",
 ]

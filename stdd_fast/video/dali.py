@@ -1,6 +1,7 @@
 """NVIDIA DALI decoding: the sampled frames of many videos per pipeline run, NVDEC on a GPU.
 
-Imported only when a DALI backend is asked for (``import stdd_fast`` never imports DALI).
+Imported only when a DALI backend is asked for (``import stdd_fast`` never imports DALI). The frame
+count and packet index come from the PyAV reader (:func:`stdd_fast.video.pyav.probe`, demux only).
 
 **Which DALI operator.** ``fn.decoders.video`` takes the encoded file from memory and, per sample,
 an explicit list of frame indices (``frames=``), so exactly the sampled frames are decoded: no span
@@ -41,6 +42,7 @@ then fall back to PyAV for that file.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Sequence
@@ -51,8 +53,10 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, VideoError
-from stdd_fast.video.decode import VideoInfo, frame_indices, probe
+from stdd_fast.video.info import VideoInfo, frame_indices
+from stdd_fast.video.pyav import probe
 from stdd_fast.video.transforms import CLIP_MEAN, CLIP_STD, crop_offsets, short_side_shape
 
 # Codecs each decoder variant reads (``fn.decoders.video`` documentation, DALI 2.x).
@@ -62,7 +66,6 @@ GPU_CODECS: tuple[str, ...] = ("h264", "hevc", "vp8", "vp9", "mjpeg", "av1", "mp
 GPU_PIX_FMTS: tuple[str, ...] = ("yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le")
 # FFmpeg decoder names -> the codec they decode (VideoInfo.codec holds the decoder's name).
 _CODEC_OF_DECODER = {"libvpx": "vp8", "libvpx-vp9": "vp9", "libdav1d": "av1", "libaom-av1": "av1", "h265": "hevc"}
-_INSTALL = "pip install 'stdd-fast[dali]' (package nvidia-dali-cuda130), or use decode_backend='pyav'"
 
 
 def transform_atol(height: int, width: int) -> float:
@@ -80,13 +83,9 @@ def transform_atol(height: int, width: int) -> float:
 
 
 def import_dali() -> ModuleType:
-    """``nvidia.dali``, or BackendUnavailableError saying how to install it."""
-    try:
-        import nvidia.dali as dali
-        import nvidia.dali.fn  # noqa: F401  (the operator namespace the pipelines use)
-    except Exception as e:  # ImportError, or OSError from a missing CUDA library
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BackendUnavailableError(f"DALI is not importable here ({first}); {_INSTALL}") from None
+    """``nvidia.dali`` with its operator namespace, or BackendUnavailableError saying how to install it."""
+    dali = require("dali")
+    importlib.import_module("nvidia.dali.fn")  # the operator namespace the pipelines use
     return dali
 
 
@@ -390,7 +389,7 @@ def decode_frames(
     return out
 
 
-def preprocess(
+def preprocess_in_pipeline(
     frames: torch.Tensor,
     size: int,
     device: str | torch.device | None = None,

@@ -26,14 +26,13 @@ interleave.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from dataclasses import dataclass
 
 import torch
 
+from stdd_fast.choices import SAMPLING_MODES, SamplingMode
 from stdd_fast.errors import ConfigError, VideoError, choice_error
-
-SamplingMode = Literal["official", "uniform"]
-SAMPLING_MODES: tuple[str, ...] = get_args(SamplingMode)
+from stdd_fast.video.info import VideoInfo
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -86,8 +85,8 @@ def _selected_range(start: float, end: float, total: int, pts_per_frame: float |
 
 
 def sample_indices(
-    total_frames: int,
-    fps: float,
+    total_frames: int | VideoInfo,
+    fps: float | None = None,
     num_frames: int = 8,
     sampling_rate: int = 16,
     target_fps: float = 30,
@@ -98,14 +97,22 @@ def sample_indices(
 ) -> torch.Tensor:
     """Frame indices of the V temporal views of a video: LongTensor [num_views, num_frames].
 
-    total_frames: frames in the video (the stream header's count when the duration is known, as
-    released; every frame decoded otherwise). fps: the stream's average frame rate.
+    total_frames: the video's :class:`VideoInfo` (from :func:`stdd_fast.video.probe`: frame count,
+    rate, duration and time base all come from it, exactly as the Engine samples), or the frame
+    count (the stream header's count when the duration is known, as released; every frame decoded
+    otherwise) with ``fps``, the stream's average frame rate, and the keywords below.
     ``mode="official"`` follows STDD-SPEC §6.2 (see the module docstring), with the whole-video
     fallback when ``duration_known`` is False; ``pts_per_frame`` (stream duration / frame count, in
     time-base units) makes the segment bounds truncate to integer pts as PyAV decoding does (it only
     matters for coarse time bases, e.g. AVI's 1/fps). ``mode="uniform"``: T evenly spread segments
     over the whole video. Indices are in presentation order and lie in [0, total_frames).
     """
+    if isinstance(total_frames, VideoInfo):
+        info = total_frames
+        if fps is not None:
+            raise ConfigError("sample_indices(info): the frame rate comes from the VideoInfo; drop fps=")
+        total_frames, fps = info.num_frames, info.fps
+        duration_known, pts_per_frame = info.duration_known, info.pts_per_frame
     if mode not in SAMPLING_MODES:
         raise choice_error("sampling mode", mode, SAMPLING_MODES)
     for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate), ("num_views", num_views)):
@@ -142,3 +149,38 @@ def sample_indices(
             start = math.floor(max_start / 2) if num_views == 1 else i * math.floor(max_start / (num_views - 1))
             views.append(_spread(start, start + clip_size2 - 1, num_frames, total_frames))
     return torch.stack(views)  # [V, T]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How frames are sampled from a video (defaults: the released test protocol, STDD-SPEC §6).
+
+    num_frames T per view, sampling_rate in frames at ``target_fps``, num_views V temporal views,
+    mode ``"official"`` or ``"uniform"`` (see :func:`~stdd_fast.video.sample_indices`).
+    """
+
+    num_frames: int = 8
+    sampling_rate: int = 16
+    target_fps: float = 30
+    num_views: int = 3
+    mode: SamplingMode = "official"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SAMPLING_MODES:
+            raise choice_error("sampling mode", self.mode, SAMPLING_MODES)
+        for name in ("num_frames", "sampling_rate", "num_views"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r}: must be an int >= 1")
+        check_target_fps(self.target_fps)
+
+    def indices(self, info: VideoInfo) -> torch.Tensor:
+        """Frame indices of this video's views: LongTensor [num_views, num_frames]."""
+        return sample_indices(
+            info,
+            num_frames=self.num_frames,
+            sampling_rate=self.sampling_rate,
+            target_fps=self.target_fps,
+            num_views=self.num_views,
+            mode=self.mode,
+        )

@@ -3,6 +3,10 @@
 The released order is kept so fp32 rounding matches: /255 and CLIP mean/std first, then the short
 side to ``size`` (bilinear, ``align_corners=False``; skipped when it already is ``size``), then the
 centre crop at ``ceil((H − size)/2), ceil((W − size)/2)``.
+
+Frames are converted to float a few at a time (:data:`CHUNK_BYTES` of float32 at once), so a 4K or
+corrupt-header video costs one chunk of float frames, not all of them; every frame's arithmetic is
+the same as in one batched call (each output pixel depends on its own frame only).
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from stdd_fast.errors import ConfigError
+from stdd_fast.errors import ConfigError, VideoError
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+# float32 bytes converted at once by transform_frames
+CHUNK_BYTES = 64 * 2**20
 
 
 def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -75,7 +81,28 @@ def preprocess(
     if not isinstance(size, int) or size < 1:
         raise ConfigError(f"size={size!r}: must be a positive int (the model's image size)")
     v, t, h, w, _ = frames.shape
-    x = normalize(frames.to(device) if device is not None else frames, mean, std)
-    x = x.reshape(v * t, h, w, 3).permute(0, 3, 1, 2)  # [V*T, 3, H, W] (channels-last strides)
-    x = center_crop(resize_short_side(x, size), size)  # [V*T, 3, size, size]
-    return x.contiguous().view(v, t, 3, size, size)  # [V, T, 3, size, size]
+    return transform_frames(frames.reshape(v * t, h, w, 3), size, device, mean, std).view(v, t, 3, size, size)
+
+
+def transform_frames(
+    frames: torch.Tensor,
+    size: int,
+    device: str | torch.device | None = None,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, size, size], :data:`CHUNK_BYTES` of float frames at a time."""
+    n, h, w, _ = frames.shape
+    if h == 0 or w == 0:
+        raise VideoError(f"frames of {w}x{h} pixels cannot be resized to {size}x{size}; the video has empty frames")
+    step = max(1, CHUNK_BYTES // (h * w * 3 * 4))
+    out = []
+    for start in range(0, n, step):
+        chunk = frames[start : start + step]
+        x = normalize(chunk.to(device) if device is not None else chunk, mean, std)  # [n, H, W, 3]
+        x = x.permute(0, 3, 1, 2)  # [n, 3, H, W] (channels-last strides)
+        out.append(center_crop(resize_short_side(x, size), size).contiguous())  # [n, 3, size, size]
+    if not out:
+        dev = frames.device if device is None else torch.device(device)
+        return torch.empty(0, 3, size, size, device=dev)
+    return torch.cat(out) if len(out) > 1 else out[0]

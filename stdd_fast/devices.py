@@ -1,0 +1,59 @@
+"""Devices and dtypes by name, checked against what this machine has."""
+
+from __future__ import annotations
+
+import torch
+
+from stdd_fast.errors import ConfigError, choice_error
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A model dtype from a torch dtype or its name ("float32", "bf16", ...)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise choice_error("dtype", str(dtype), sorted({str(d) for d in DTYPES.values()}))
+        return dtype
+    if dtype not in DTYPES:
+        raise choice_error("dtype", dtype, list(DTYPES))
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch.device that exists here (ConfigError otherwise, naming what is available).
+
+    ``"auto"``: the first CUDA device when there is one, else the CPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device={device!r} is not a device name; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} but CUDA is not available here; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device={device!r}: only 'cpu' and 'cuda' devices are supported")
+    return dev
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """The fast exact-enough dtype of a device: bf16 on a GPU, fp32 on the CPU (the CLI's ``--dtype auto``)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings and results that must be complete)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,121 @@
+"""Building a predictor from what a user has: a checkpoint or a model, an exported file, class names.
+
+:func:`build_predictor` is what the Engine, the command line, Ray actors and the Triton server
+model call; the predictor it returns is the contract of :mod:`stdd_fast.predictor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from stdd_fast.choices import BACKENDS
+from stdd_fast.classifier import Classifier, build_classifier
+from stdd_fast.config import ArchConfig
+from stdd_fast.devices import resolve_device, resolve_dtype
+from stdd_fast.errors import ConfigError, choice_error
+from stdd_fast.factory import FROM_CHECKPOINT, StcaChoice, load_model
+from stdd_fast.model import STDDModel
+from stdd_fast.predictor import Predictor
+
+
+def _classifier(
+    model: STDDModel | None,
+    classes: Sequence[str] | None,
+    classifier: str | Path | Classifier | None,
+    xprompt: str | Path | None,
+    askg: str | Path | None,
+) -> Classifier | None:
+    """The classifier the arguments name: loaded, or built with the fp32 model's text tower."""
+    if classifier is not None and (classes is not None or xprompt is not None or askg is not None):
+        raise ConfigError("pass classes=/xprompt=/askg= (to build a classifier) or classifier=, not both")
+    if isinstance(classifier, str | Path):
+        return Classifier.load(classifier)
+    if classifier is not None and not isinstance(classifier, Classifier):
+        raise ConfigError(f"classifier must be a path or a Classifier; got {type(classifier).__name__}")
+    if classifier is None and (classes is not None or xprompt is not None or askg is not None):
+        if isinstance(classes, str):
+            raise ConfigError(f"classes={classes!r} is one string: pass a list of names (e.g. {classes!r}.split(','))")
+        names = list(classes) if classes is not None else None
+        return build_classifier(model, names, xprompt=xprompt, askg=askg)
+    return classifier
+
+
+def build_predictor(
+    weights: str | Path | STDDModel,
+    classes: Sequence[str] | None = None,
+    classifier: str | Path | Classifier | None = None,
+    *,
+    xprompt: str | Path | None = None,
+    askg: str | Path | None = None,
+    backend: str = "torch",
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    impl: str = "auto",
+    arch: str | ArchConfig | None = None,
+    stca: StcaChoice = FROM_CHECKPOINT,
+    trust_pickle: bool = False,
+    compile: bool | str = False,
+    cuda_graphs: bool = False,
+    batch_clips: int | None = None,
+    memory_budget_mb: float = 1024.0,
+    num_frames: int = 8,
+) -> Predictor:
+    """A predictor for ``weights``.
+
+    ``backend="torch"``: weights = a checkpoint path (any format :func:`stdd_fast.load_model` reads;
+    ``arch`` / ``stca`` / ``trust_pickle`` apply) or an :class:`STDDModel` (moved to ``device`` /
+    ``dtype`` in place); the classes come from ``classes=`` (template prompts, or the prompts of
+    ``xprompt=`` / ``askg=`` YAML), or ``classifier=`` (a saved artifact or a Classifier), built
+    once in fp32 and checked against the model; none of them: embeddings only.
+    ``"onnxruntime"`` / ``"tensorrt"``: weights = a ``stdd-export`` ONNX file / TensorRT plan with
+    the classifier baked in (a ``classifier=`` given is checked against it).
+    ``num_frames``: the clip length the memory budget is sized for (torch takes any T).
+    """
+    if backend not in BACKENDS:
+        raise choice_error("backend", backend, BACKENDS)
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    if backend != "torch":
+        from stdd_fast.export.predictor import ExportedPredictor
+
+        if not isinstance(weights, str | Path):
+            raise ConfigError(f"backend={backend!r} takes the path of an exported model; got {type(weights).__name__}")
+        if classes is not None or xprompt is not None or askg is not None or compile or cuda_graphs:
+            raise ConfigError(
+                f"backend={backend!r}: the classifier is baked into {weights}; pass classifier= to check it, not "
+                "classes=/xprompt=/askg= (and compile=/cuda_graphs= apply to the torch backend only)"
+            )
+        if isinstance(classifier, str | Path):
+            classifier = Classifier.load(classifier)
+        exported = ExportedPredictor(backend, weights, device, classifier, batch_clips, memory_budget_mb)
+        if exported.num_frames != num_frames:
+            raise ConfigError(
+                f"{weights} takes {exported.num_frames}-frame clips; {num_frames} frames were asked for: re-export "
+                f"with --frames {num_frames} or sample {exported.num_frames} frames"
+            )
+        return exported
+
+    from stdd_fast.torch_predictor import TorchPredictor
+
+    if isinstance(weights, STDDModel):
+        model = weights.to(device=device).eval()
+    elif isinstance(weights, str | Path):
+        # fp32 first: the classifier and the text-tower fingerprint are computed at full precision
+        model = load_model(weights, arch=arch, stca=stca, device=device, trust_pickle=trust_pickle)
+    else:
+        raise ConfigError(f"weights must be a checkpoint path or an STDDModel; got {type(weights).__name__}")
+    clf = _classifier(model, classes, classifier, xprompt, askg)
+    return TorchPredictor(
+        model,
+        clf,
+        impl=impl,
+        device=device,
+        dtype=dtype,
+        compile=compile,
+        cuda_graphs=cuda_graphs,
+        batch_clips=batch_clips,
+        memory_budget_mb=memory_budget_mb,
+        num_frames=num_frames,
+    )

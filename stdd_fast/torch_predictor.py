@@ -1,0 +1,160 @@
+"""The PyTorch predictor: an STDD model and its classifier, clips in, logits and frame embeddings out."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from stdd_fast import ops
+from stdd_fast.choices import COMPILE_MODES
+from stdd_fast.classifier import Classifier
+from stdd_fast.config import ArchConfig
+from stdd_fast.cuda_graphs import CudaGraphed
+from stdd_fast.errors import ConfigError, choice_error
+from stdd_fast.model import STDDModel
+from stdd_fast.predictor import Prediction, check_clips
+from stdd_fast.text import text_tower_fingerprint
+
+
+def clips_per_batch(arch: ArchConfig, dtype: torch.dtype, num_frames: int, memory_budget_mb: float) -> int:
+    """How many clips of ``num_frames`` frames one forward may take within ``memory_budget_mb`` of activations."""
+    number = isinstance(memory_budget_mb, int | float) and not isinstance(memory_budget_mb, bool)
+    if not (number and math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+        raise ConfigError(f"memory_budget_mb={memory_budget_mb!r}: must be a finite number of MiB > 0")
+    tokens, width, heads = arch.tokens_per_frame, arch.vision_width, arch.vision_heads
+    # Peak activations of one block per frame: ~12 token-width buffers (residual, QKV, the STCA
+    # paths, the 4x MLP hidden) and two attention-probability maps.
+    per_frame = tokens * (12 * width + 2 * heads * tokens) * dtype.itemsize
+    return max(1, math.floor(memory_budget_mb * 2**20 / (per_frame * num_frames)))
+
+
+def check_batch_clips(batch_clips: object) -> int | None:
+    if batch_clips is not None and (
+        isinstance(batch_clips, bool) or not isinstance(batch_clips, int) or batch_clips < 1
+    ):
+        raise ConfigError(f"batch_clips={batch_clips!r}: must be an int >= 1 or None (from the memory budget)")
+    return batch_clips
+
+
+def _eager_first(eager, compiled):
+    """``compiled``, after one eager call: the index tables and folded weights are built eagerly, not traced."""
+    warmed = []
+
+    def encoder(x: torch.Tensor) -> torch.Tensor:
+        if not warmed:
+            eager(x)
+            warmed.append(True)
+        return compiled(x)
+
+    return encoder
+
+
+class _Head:
+    """The classifier as the predictor scores with it: names and fp32 weights on the device, swapped as one."""
+
+    def __init__(self, classifier: Classifier | None, device: torch.device) -> None:
+        self.classifier = classifier
+        self.classes = None if classifier is None else tuple(classifier.classes)
+        self.weights = None if classifier is None else classifier.weights.to(device, torch.float32)
+
+
+class TorchPredictor:
+    """Clips [B, T, 3, S, S] -> (logits [B, K] | None, frame embeddings [B, T, D]) with a PyTorch model.
+
+    model: an :class:`STDDModel` (moved to ``device`` / ``dtype`` in place; its impl set to ``impl``).
+    classifier: a :class:`Classifier` (None: embeddings only); scores use the model's own
+    ``logit_scale``. ``compile``: ``torch.compile`` the encoder (True = mode "default", or a mode
+    name). ``cuda_graphs``: replay the encoder from a CUDA graph per input shape (CUDA only).
+    ``batch_clips`` clips per forward (None: as many as ``memory_budget_mb`` allows for
+    ``num_frames``-frame clips); longer inputs run in chunks. Thread-safe for calls and for
+    :meth:`set_classifier`: a call scores with the classifier it started with.
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        model: STDDModel,
+        classifier: Classifier | None = None,
+        *,
+        impl: str = "auto",
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool | str = False,
+        cuda_graphs: bool = False,
+        batch_clips: int | None = None,
+        memory_budget_mb: float = 1024.0,
+        num_frames: int = 8,
+    ) -> None:
+        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+            raise choice_error("compile", compile, (True, False, *COMPILE_MODES))
+        if not isinstance(cuda_graphs, bool):
+            raise ConfigError(f"cuda_graphs={cuda_graphs!r}: must be True or False")
+        if cuda_graphs and compile == "reduce-overhead":
+            raise ConfigError("compile='reduce-overhead' already replays CUDA graphs: drop cuda_graphs=True")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        # the text tower's identity, taken at full precision (a classifier must come from the same tower)
+        full_precision = all(p.dtype == torch.float32 for p in model.parameters())
+        self.text_tower = text_tower_fingerprint(model) if full_precision else None
+        self.model = model.to(device=self.device, dtype=dtype).eval().set_impl(impl)
+        self.impl = model.impl
+        self.arch = model.arch
+        self.image_size = model.arch.image_size
+        self.num_frames: int | None = None  # any T
+        self.logit_scale = model.logit_scale.detach().float().clone()  # log(tau) of the checkpoint
+        self.batch_clips = check_batch_clips(batch_clips) or clips_per_batch(
+            model.arch, dtype, num_frames, memory_budget_mb
+        )
+        encoder = model.encode_video
+        if compile:
+            encoder = _eager_first(encoder, torch.compile(encoder, mode="default" if compile is True else compile))
+        self._encoder = CudaGraphed(encoder, self.device) if cuda_graphs else encoder
+        self._lock = threading.Lock()
+        self._head = _Head(None, self.device)
+        if classifier is not None:
+            self.set_classifier(classifier)
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return self._head.classes
+
+    @property
+    def classifier(self) -> Classifier | None:
+        return self._head.classifier
+
+    def set_classifier(self, classifier: Classifier | None) -> None:
+        """Score with ``classifier`` from the next call on (None: embeddings only); checked against the model."""
+        if classifier is not None:
+            if not isinstance(classifier, Classifier):
+                raise ConfigError(f"classifier must be a Classifier or None; got {type(classifier).__name__}")
+            classifier.check_compatible(self.arch.embed_dim, self.text_tower)
+        head = _Head(classifier, self.device)
+        with self._lock:
+            self._head = head
+
+    @torch.no_grad()
+    def predict(self, clips: torch.Tensor) -> Prediction:
+        """Logits, embeddings and the class names the logits belong to (one classifier for the whole call)."""
+        check_clips(clips, self.image_size, self.num_frames)
+        head = self._head  # this call's classifier, whatever set_classifier does meanwhile
+        x = clips.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        chunks = range(0, x.shape[0], self.batch_clips)
+        emb = torch.cat([self._encoder(x[s : s + self.batch_clips]) for s in chunks])  # [B, T, D] float32
+        logits = None
+        if head.weights is not None:
+            logits = ops.score(emb, head.weights, self.logit_scale, impl=self.impl)  # [B, K]
+        return Prediction(logits, emb, head.classes)
+
+    def __call__(self, clips: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        prediction = self.predict(clips)
+        return prediction.logits, prediction.embeddings
+
+    def __repr__(self) -> str:
+        k = 0 if self.classes is None else len(self.classes)
+        return (
+            f"TorchPredictor({self.arch.name}, impl={self.impl}, device={self.device}, dtype={self.dtype}, "
+            f"classes={k}, batch_clips={self.batch_clips})"
+        )
