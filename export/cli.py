@@ -4,6 +4,11 @@
     stdd-export --trt --onnx-file model.onnx -o model.plan [--precision fp16] [--max-batch 32]
     stdd-export --trt --weights CKPT --classifier ART -o model.plan     (writes model.onnx beside it)
     stdd-export --triton-repo DIR --onnx-file model.onnx | --plan model.plan | --weights ... --classifier ...
+    stdd-export --triton-repo DIR --serving --weights CKPT --classifier ART [--onnx-file model.onnx]
+
+``--serving`` also writes model ``stdd`` (video files in, ranked actions out; Triton's Python
+backend, :mod:`stdd_fast.serve.repository`), the checkpoint and classifier copied in; the ONNX /
+TensorRT model is then ``stdd_frames`` beside it.
 
 Errors print one line (``stdd-export: error: ...``) with the exit codes every stdd-fast command uses
 (:mod:`stdd_fast.cli.runner`: 1 an export that did not verify, 2 usage, 3 checkpoint, 4 backend);
@@ -80,6 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--instance-count", type=int, default=1, help="model instances (default 1)")
     tr.add_argument("--preferred-batch", type=int, nargs="*", default=[], help="dynamic batching preferred sizes")
     tr.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
+    tr.add_argument(
+        "--serving",
+        action="store_true",
+        help="also write model <model-name> taking video files (stdd serve's; from --weights and --classifier); "
+        "the ONNX/plan model is then <model-name>_frames",
+    )
+    tr.add_argument("--serving-max-batch", type=int, default=8, help="videos per execution of that model (default 8)")
+    tr.add_argument(
+        "--site-dir",
+        action="append",
+        metavar="DIR",
+        help="site-packages with stdd-fast where the server runs (repeatable; default: this environment's)",
+    )
 
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and written paths")
     options.add_debug(p)
@@ -92,14 +110,17 @@ def _check_args(a: argparse.Namespace) -> None:
 
     if not (a.onnx or a.trt or a.triton_repo):
         error("choose at least one of --onnx, --trt, --triton-repo")
+    if a.serving and not a.triton_repo:
+        error("--serving adds a model to --triton-repo DIR: pass --triton-repo too")
+    if a.serving and not (a.weights and a.classifier):
+        error("--serving needs --weights CKPT and --classifier ART (the video model loads them)")
     if a.onnx and a.onnx_file:
         error("--onnx exports from --weights/--classifier; --onnx-file names an existing export: pass one of them")
     if a.plan and (a.onnx or a.trt or not a.triton_repo):
         error("--plan is an input of --triton-repo only")
     if a.plan and a.onnx_file:
         error("pass --plan or --onnx-file, not both")
-    needs_export = a.onnx or (a.trt and not a.onnx_file) or (a.triton_repo and not (a.onnx_file or a.plan))
-    if needs_export and not (a.weights and a.classifier):
+    if _needs_export(a) and not (a.weights and a.classifier):
         error("exporting needs --weights CKPT and --classifier ART (or pass an existing --onnx-file)")
     if (a.onnx or a.trt) and not a.output:
         error("-o/--output is required with --onnx and --trt (model.onnx / model.plan)")
@@ -107,6 +128,31 @@ def _check_args(a: argparse.Namespace) -> None:
         error("--trt writes a TensorRT plan: name it -o model.plan (the ONNX file is written beside it)")
     if a.output and Path(a.output).is_dir():
         error(f"-o {a.output} is a folder: name the output file (model.onnx / model.plan)")
+
+
+def _needs_export(a: argparse.Namespace) -> bool:
+    """Whether an ONNX graph is exported from --weights (--serving alone writes only the video model)."""
+    return a.onnx or (a.trt and not a.onnx_file) or (a.triton_repo and not (a.onnx_file or a.plan or a.serving))
+
+
+def _write_serving(a: argparse.Namespace) -> Path:
+    from stdd_fast import Classifier
+    from stdd_fast.serve.model import ServingSettings
+    from stdd_fast.serve.repository import write_serving_model
+
+    settings = ServingSettings(weights=a.weights, arch=a.arch or "", trust_pickle=a.trust_pickle, num_frames=a.frames)
+    return write_serving_model(
+        a.triton_repo,
+        settings,
+        Classifier.load(a.classifier),
+        name=a.model_name,
+        max_batch_size=a.serving_max_batch,
+        max_queue_delay_us=a.max_queue_delay_us,
+        instance_kind=a.instance_kind,
+        instance_count=a.instance_count,
+        copy_weights=True,
+        site_dirs=a.site_dir,
+    )
 
 
 def _export(a: argparse.Namespace, path: Path) -> Path:
@@ -163,7 +209,7 @@ def run(a: argparse.Namespace) -> int:
         )
     with tempfile.TemporaryDirectory(prefix="stdd-export-") as tmp:
         onnx_file = Path(a.onnx_file) if a.onnx_file else None
-        if onnx_file is None and not a.plan:
+        if onnx_file is None and _needs_export(a):
             if a.onnx and not a.trt:
                 target = Path(a.output)
             elif a.trt:
@@ -177,13 +223,14 @@ def run(a: argparse.Namespace) -> int:
         if a.trt:
             model_file = build_engine(onnx_file, Path(a.output), trt_config, device=a.device)
             print(f"wrote {model_file} ({_size(model_file)}) and {model_file.name}.json")
-        if a.triton_repo:
+        if a.triton_repo and model_file is not None:
             from stdd_fast.export.triton_repo import write_triton_repo
+            from stdd_fast.serve.repository import frames_model_name
 
             model_dir = write_triton_repo(
                 a.triton_repo,
                 model_file,
-                name=a.model_name,
+                name=frames_model_name(a.model_name) if a.serving else a.model_name,
                 version=a.model_version,
                 max_batch_size=a.max_batch,
                 preferred_batch_sizes=tuple(a.preferred_batch),
@@ -192,6 +239,9 @@ def run(a: argparse.Namespace) -> int:
                 instance_count=a.instance_count,
             )
             print(f"wrote Triton model {model_dir} (config.pbtxt, labels.txt, {a.model_version}/)")
+        if a.serving:
+            model_dir = _write_serving(a)
+            print(f"wrote Triton model {model_dir} (video files in, actions out: config.pbtxt, 1/model.py, weights/)")
     return 0
 
 

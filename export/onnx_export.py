@@ -68,7 +68,14 @@ class ExportResult:
     parity: ParityReport | None
 
 
-def _torch_export(graph: ExportGraph, example: torch.Tensor, opset: int):
+def torch_export(
+    graph: torch.nn.Module,
+    example: torch.Tensor,
+    opset: int,
+    input_names: tuple[str, ...] = (INPUT_NAME,),
+    output_names: tuple[str, ...] = OUTPUT_NAMES,
+):
+    """``torch.onnx.export(dynamo=True)`` of ``graph`` on ``example`` with a dynamic batch axis (an ONNXProgram)."""
     require("onnxscript")
     if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < MIN_TORCH:
         raise BackendUnavailableError(
@@ -81,8 +88,8 @@ def _torch_export(graph: ExportGraph, example: torch.Tensor, opset: int):
             graph,
             (example,),
             None,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            input_names=list(input_names),
+            output_names=list(output_names),
             opset_version=opset,
             dynamo=True,
             dynamic_shapes=({0: batch},),
@@ -97,7 +104,8 @@ def _torch_export(graph: ExportGraph, example: torch.Tensor, opset: int):
         ) from e
 
 
-def _save(proto, path: Path) -> None:
+def save_proto(proto, path: Path) -> None:
+    """Write an ONNX proto, its weights beside it in ``<name>.data`` when it would pass protobuf's 2 GB."""
     onnx = require("onnx")
     data = path.with_name(path.name + ".data")
     large = sum(len(t.raw_data) for t in proto.graph.initializer) > _EXTERNAL_DATA_BYTES
@@ -193,12 +201,12 @@ def export_and_verify(
 
     example = torch.zeros(spec.input_shape(batch), dtype=spec.input_dtype, device=device)
     start = time.perf_counter()
-    program = _torch_export(graph, example, opset)
+    program = torch_export(graph, example, opset)
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, spec.to_json()
     proto.producer_name, proto.producer_version = "stdd_fast", stdd_fast.__version__
-    _save(proto, path)
+    save_proto(proto, path)
     del program, proto
     log.info("exported %s (%s, %s input) in %.1f s", path, precision, spec.input_layout, time.perf_counter() - start)
 

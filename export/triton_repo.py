@@ -58,6 +58,13 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def pbtxt_string(text: str, what: str) -> str:
+    """``text`` as a protobuf text-format string literal; ConfigError naming ``what`` for control characters."""
+    if not isinstance(text, str) or _CONTROL.search(text):
+        raise ConfigError(f"{what} {text!r} contains a newline or control character; config.pbtxt cannot hold it")
+    return _quoted(text)
+
+
 def _dims(shape: tuple) -> str:
     return "[ " + ", ".join(str(d) for d in shape[1:]) + " ]"  # without the batch axis
 
@@ -116,6 +123,14 @@ def render_config(
         "  }\n"
         "]\n"
     )
+
+
+def exported_spec(model_file: str | Path) -> ExportSpec:
+    """The export spec of an ONNX file or a TensorRT plan (its sidecar): classes, frames, image size."""
+    model_file = Path(model_file)
+    if model_file.suffix == ".onnx":
+        return read_onnx_spec(model_file)
+    return sidecar_spec(read_sidecar(model_file))
 
 
 def write_triton_repo(

@@ -12,8 +12,8 @@ from typing import Literal, get_args
 Impl = Literal["reference", "fused", "triton", "auto"]
 IMPLS: tuple[str, ...] = get_args(Impl)
 
-# What turns clips into scores (stdd_fast.predictor)
-Backend = Literal["torch", "onnxruntime", "tensorrt"]
+# What turns clips into scores (stdd_fast.predictor); "auto": the fastest exact path on the device
+Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 # Model dtypes by name (torch dtypes are accepted too)

@@ -64,6 +64,9 @@ OPTIONAL: dict[str, Dependency] = {
         "tritonclient", "tritonclient", "Triton clients (stdd serve tests, load runs)", "pip install 'stdd-fast[serve]'"
     ),
     "openai": Dependency("openai", "openai", "ASKG prompts from a chat endpoint (stdd prompts)", "pip install openai"),
+    "httpx": Dependency(
+        "httpx", "httpx", "ASKG prompts from a chat endpoint (stdd prompts)", "pip install 'stdd-fast[prompts]'"
+    ),
     "pynvml": Dependency("pynvml", "nvidia-ml-py", "GPU telemetry in the benchmark", "pip install 'stdd-fast[gpu]'"),
     "matplotlib": Dependency(
         "matplotlib", "matplotlib", "plots (training, benchmark)", "pip install 'stdd-fast[train]'"

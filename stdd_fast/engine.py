@@ -35,7 +35,7 @@ class Engine:
     """STDD zero-shot action recognition on videos and streams.
 
     weights, classes / classifier / xprompt / askg, backend, device, dtype, impl, arch, stca,
-    trust_pickle, compile, cuda_graphs, batch_clips, memory_budget_mb: the predictor
+    trust_pickle, compile, cuda_graphs, batch_clips, memory_budget_mb, quantize: the predictor
     (:func:`~stdd_fast.predictor_factory.build_predictor`; defaults: CPU, fp32, the fastest exact
     impl). ``sampling``: a :class:`SamplingConfig`, or its mode ("official" | "uniform") with
     ``num_views`` / ``num_frames`` / ``sampling_rate`` / ``target_fps``. ``decode``: a
@@ -69,9 +69,10 @@ class Engine:
         batch_clips: int | None = None,
         memory_budget_mb: float = 1024.0,
         trust_pickle: bool = False,
-        backend: str = "torch",
+        backend: str = "auto",
         compile: bool | str = False,
         cuda_graphs: bool = False,
+        quantize: str | None = None,
     ) -> None:
         if not isinstance(sampling, SamplingConfig):
             sampling = SamplingConfig(num_frames, sampling_rate, target_fps, num_views, sampling)
@@ -83,6 +84,7 @@ class Engine:
             weights, classes, classifier, xprompt=xprompt, askg=askg, backend=backend, device=device, dtype=dtype,
             impl=impl, arch=arch, stca=stca, trust_pickle=trust_pickle, compile=compile, cuda_graphs=cuda_graphs,
             batch_clips=batch_clips, memory_budget_mb=memory_budget_mb, num_frames=sampling.num_frames,
+            quantize=quantize,
         )  # fmt: skip
         self.loader = VideoLoader(sampling, self.decode, self.predictor.image_size, self.predictor.device)
 

@@ -5,17 +5,22 @@ process): for each class and template, the base prompt ``template.format(name)``
 ``template.format(f"{name}, {clause}")`` for the oo, ao and aa clauses in file order, duplicates
 removed keeping the first. Each class is padded to the longest class by cycling its own prompts, as
 released; the prompt index is ``n = template * Nmax + slot``.
+
+The files read here come from the released method or from :func:`generate_askg` (stage 1, and
+with ``xprompt=True`` stage 2, against an OpenAI-compatible chat endpoint; :mod:`stdd_fast.askg`).
+What a name or record may hold is defined once, in :mod:`stdd_fast.askg.schema`.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from stdd_fast import safe_yaml
+from stdd_fast.askg.generate import AskgRun, generate_askg  # noqa: F401 (the public entry of generation)
+from stdd_fast.askg.schema import ASKG_FIELDS, CONTROL_CHARS, XPROMPT_FIELDS, check_class_names
 from stdd_fast.choices import MATCHES
 from stdd_fast.errors import ClassifierError, choice_error
 
@@ -46,30 +51,7 @@ OPENVCLIP_TEMPLATES: tuple[str, ...] = tuple(
     )
 )
 
-XPROMPT_FIELDS = ("xprompt_oo", "xprompt_ao", "xprompt_aa")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_CLAUSE_CHARS = 1000  # a clause longer than this is not a prompt extension (it would be cut at 77 tokens anyway)
-
-
-def check_class_names(names: Sequence[object], source: str) -> list[str]:
-    """Class names as given, checked: non-empty strings without control characters, each once.
-
-    Control characters (newlines, terminal escapes) would break labels files and reach terminals raw.
-    """
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise ClassifierError(f"{source}: class {i} is {name!r}; class names must be non-empty strings")
-        if _CONTROL.search(name):
-            raise ClassifierError(
-                f"{source}: class {i} ({name!r}) contains a control character (newline, tab, escape...); "
-                "use plain one-line names"
-            )
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ClassifierError(f"{source}: duplicate class names {dupes[:5]}: each class must appear once")
-    return list(names)
 
 
 def _load_yaml_mapping(path: str | Path, what: str) -> dict:
@@ -77,6 +59,11 @@ def _load_yaml_mapping(path: str | Path, what: str) -> dict:
     if not isinstance(data, dict) or not data:
         raise ClassifierError(f"{path}: expected a mapping from class name to a {what} record")
     return data
+
+
+def _triple_text(parts: list) -> object:
+    """``[a, p, b]`` (strings) -> ``"<a, p, b>"``, the form the other triples take; anything else unchanged."""
+    return "<" + ", ".join(p.strip() for p in parts) + ">" if all(isinstance(p, str) for p in parts) else parts
 
 
 def _strings(path: str | Path, key: object, field: str, value: object) -> list[str]:
@@ -88,13 +75,15 @@ def _strings(path: str | Path, key: object, field: str, value: object) -> list[s
             f"{path}: entry {key!r} field {field} is a {type(value).__name__}, not a list of strings; "
             f"write it as a YAML list (- item per line)"
         )
+    if field in ASKG_FIELDS:  # the released K400 file writes a few triples as YAML flow lists ([a, p, b])
+        value = [_triple_text(item) if isinstance(item, list) else item for item in value]
     for n, item in enumerate(value):
         if not isinstance(item, str | int | float) or isinstance(item, bool):
             raise ClassifierError(
                 f"{path}: entry {key!r} field {field}[{n}] is a {type(item).__name__} ({str(item)[:60]!r}); "
                 "each item must be one string"
             )
-        if len(str(item)) > MAX_CLAUSE_CHARS or _CONTROL.search(str(item).strip()):
+        if len(str(item)) > MAX_CLAUSE_CHARS or CONTROL_CHARS.search(str(item).strip()):
             raise ClassifierError(
                 f"{path}: entry {key!r} field {field}[{n}] is over {MAX_CLAUSE_CHARS} characters or holds control "
                 "characters; one short clause per item"
@@ -164,9 +153,6 @@ def askg_clauses(entry: Mapping, label: str) -> tuple[list[str], list[str]]:
             else:
                 clauses.append(f"where {a} {p} {b}")
     return clauses, skipped
-
-
-ASKG_FIELDS = ("obj_rel_triples", "act_obj_triples", "act_rel_triples")
 
 
 def read_askg(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

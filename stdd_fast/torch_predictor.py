@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import torch
 
-from stdd_fast import ops
 from stdd_fast.choices import COMPILE_MODES
 from stdd_fast.classifier import Classifier
 from stdd_fast.config import ArchConfig
@@ -15,6 +13,7 @@ from stdd_fast.cuda_graphs import CudaGraphed
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Prediction, check_clips
+from stdd_fast.scoring import ClassifierSlot
 from stdd_fast.text import text_tower_fingerprint
 
 
@@ -49,15 +48,6 @@ def _eager_first(eager, compiled):
         return compiled(x)
 
     return encoder
-
-
-class _Head:
-    """The classifier as the predictor scores with it: names and fp32 weights on the device, swapped as one."""
-
-    def __init__(self, classifier: Classifier | None, device: torch.device) -> None:
-        self.classifier = classifier
-        self.classes = None if classifier is None else tuple(classifier.classes)
-        self.weights = None if classifier is None else classifier.weights.to(device, torch.float32)
 
 
 class TorchPredictor:
@@ -112,41 +102,30 @@ class TorchPredictor:
         if compile:
             encoder = _eager_first(encoder, torch.compile(encoder, mode="default" if compile is True else compile))
         self._encoder = CudaGraphed(encoder, self.device) if cuda_graphs else encoder
-        self._lock = threading.Lock()
-        self._head = _Head(None, self.device)
-        if classifier is not None:
-            self.set_classifier(classifier)
+        self._slot = ClassifierSlot(self.device, model.arch.embed_dim, self.text_tower)
+        self._slot.set(classifier)
 
     @property
     def classes(self) -> tuple[str, ...] | None:
-        return self._head.classes
+        return self._slot.head.classes
 
     @property
     def classifier(self) -> Classifier | None:
-        return self._head.classifier
+        return self._slot.head.classifier
 
     def set_classifier(self, classifier: Classifier | None) -> None:
         """Score with ``classifier`` from the next call on (None: embeddings only); checked against the model."""
-        if classifier is not None:
-            if not isinstance(classifier, Classifier):
-                raise ConfigError(f"classifier must be a Classifier or None; got {type(classifier).__name__}")
-            classifier.check_compatible(self.arch.embed_dim, self.text_tower)
-        head = _Head(classifier, self.device)
-        with self._lock:
-            self._head = head
+        self._slot.set(classifier)
 
     @torch.no_grad()
     def predict(self, clips: torch.Tensor) -> Prediction:
         """Logits, embeddings and the class names the logits belong to (one classifier for the whole call)."""
         check_clips(clips, self.image_size, self.num_frames)
-        head = self._head  # this call's classifier, whatever set_classifier does meanwhile
+        head = self._slot.head  # this call's classifier, whatever set_classifier does meanwhile
         x = clips.to(device=self.device, dtype=self.dtype, non_blocking=True)
         chunks = range(0, x.shape[0], self.batch_clips)
         emb = torch.cat([self._encoder(x[s : s + self.batch_clips]) for s in chunks])  # [B, T, D] float32
-        logits = None
-        if head.weights is not None:
-            logits = ops.score(emb, head.weights, self.logit_scale, impl=self.impl)  # [B, K]
-        return Prediction(logits, emb, head.classes)
+        return Prediction(head.score(emb, self.logit_scale, self.impl), emb, head.classes)  # logits [B, K]
 
     def __call__(self, clips: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         prediction = self.predict(clips)

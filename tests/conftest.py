@@ -5,8 +5,14 @@ Inputs are fresh random on every run; each test seeds torch, numpy and ``random`
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The CPU default (backend="auto": the fused encoder in ONNX Runtime) exports a graph for every new
+# model; most tests are about other things and pin the torch path. tests/test_cpu_default.py tests
+# the default itself. Graphs built in tests go to a throwaway cache, never the user's.
+os.environ.setdefault("STDD_BACKEND", "torch")
+os.environ.setdefault("STDD_CACHE_DIR", tempfile.mkdtemp(prefix="stdd-test-cache-"))
 # Must precede the first import of triton (torchvision imports it on `import stdd_fast`).
 if not os.path.exists("/dev/nvidia0") and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"

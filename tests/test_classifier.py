@@ -7,7 +7,7 @@ import torch
 from helpers import randomize_
 
 from stdd_fast import STDD_TEMPLATES, Classifier, ClassifierError, ConfigError, build_classifier, create_model
-from stdd_fast.prompts import askg_clauses, class_prompts, prompt_grid, read_class_names, read_xprompt
+from stdd_fast.prompts import askg_clauses, class_prompts, prompt_grid, read_askg, read_class_names, read_xprompt
 
 LABEL_DB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stdd-label-db"
 needs_label_db = pytest.mark.skipif(not LABEL_DB.is_dir(), reason=f"official label data absent ({LABEL_DB})")
@@ -192,3 +192,11 @@ def test_unreadable_label_files_give_a_classifier_error(tmp_path, why, suffix):
             reader(path)
         print(why, suffix, reader.__name__, "->", e.value)
         assert str(path) in str(e.value)
+
+
+@needs_label_db
+def test_the_released_k400_askg_file_reads_with_its_flow_list_triples():
+    """Its "baking cookies" record writes two triples as YAML lists ([a, p, b]): read as the same triples."""
+    clauses, _ = read_askg(LABEL_DB / "label_db" / "classes_ASKG_k400.yml")
+    assert len(clauses) == 400
+    assert {"which requires spatula", "which needs timer"} <= set(clauses["baking cookies"])

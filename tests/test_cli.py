@@ -71,7 +71,8 @@ def test_classify_table_and_a_failing_video(files, runs):
     lines = proc.stdout.splitlines()
     assert lines[0] == str(files["a"]) and lines[3] == str(files["b"]) and len(lines) == 6
     assert all(line.split()[1] in CLASSES.split(",") for line in lines[1:3] + lines[4:6])
-    err = proc.stderr.strip().splitlines()
+    backend, *err = proc.stderr.strip().splitlines()
+    assert backend == "stdd: backend: STDD_BACKEND=torch"  # conftest pins the torch path; the line says so
     reason = "not a video file FFmpeg can read (Invalid data found when processing input)"
     assert err[0] == f"stdd: error: {files['broken']}: {reason}"
     assert err[1] == "stdd: 1 of 3 videos failed" and "Traceback" not in proc.stderr
@@ -85,7 +86,7 @@ def test_build_classifier_then_classify_json(files, runs):
     assert good["error"] is None and good["decode_backend"] == "pyav" and len(good["labels"]) == 4
     assert set(good["timings"]) == {"decode", "preprocess", "encode", "score", "total"}
     assert broken["labels"] == [] and broken["error"]["type"] == "VideoError"
-    assert runs["json"].stderr.splitlines()[0].startswith(f"stdd: error: {files['broken']}: not a video file")
+    assert runs["json"].stderr.splitlines()[1].startswith(f"stdd: error: {files['broken']}: not a video file")
     # The same numbers as the Python API with the class names.
     from stdd_fast.engine import Engine
 

@@ -315,7 +315,8 @@ def test_cli_stream(model, clip, tmp_path):
     (stdout, stderr), rc = out["missing"]
     assert rc == 1 and len(stdout.splitlines()) == (len(seq) - 113) // 64 + 1
     assert stdout.splitlines()[0].startswith(f"{path} [")  # two sources: lines name theirs
-    err = stderr.splitlines()
+    backend, *err = stderr.splitlines()
+    assert backend == "stdd: backend: STDD_BACKEND=torch"  # conftest pins the torch path; the line says so
     assert err[0].startswith(f"stdd: error: {tmp_path / 'absent.mp4'}: cannot open")
     assert err[-1] == "stdd: 1 of 2 streams ended with an error" and "Traceback" not in stderr
     (stdout, stderr), rc = out["usage"]

@@ -3,6 +3,7 @@ machine hits every path alike) and checked against the fp32 reference."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +68,10 @@ def measure_encoder(
             rows[path.name]["skipped"] = reason
             continue
         try:
+            start = time.perf_counter()
             fn = build_callable(path, model, frames, classifier)
+            rows[path.name]["first_call_s"] = time.perf_counter() - start  # export / compile / capture, once
+            rows[path.name]["ran"] = getattr(fn.predictor, "backend_choice", path.name)
             with torch.no_grad():
                 for _ in range(case.warmup):
                     fn(frames)
@@ -87,7 +91,7 @@ def measure_encoder(
     reference_s = timings["reference"].median if "reference" in timings else None
     for name, (path, out, peak_mib, telemetry) in measured.items():
         seconds = timings[name].median
-        macs = encoder_macs(model.arch, model.stca, path.flops_impl) * case.frames
+        macs = encoder_macs(model.arch, None if path.mode == "clip" else model.stca, path.flops_impl) * case.frames
         tflops = 2 * macs * case.batch / seconds / 1e12
         top1 = score(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
         rows[name].update(
@@ -96,6 +100,7 @@ def measure_encoder(
             p90_ms=timings[name].percentile(90) * 1e3,
             speedup=(reference_s / seconds) if reference_s else None,
             max_rel_err=max_rel_err(out, reference),
+            cos_min=F.cosine_similarity(out.flatten(0, 1), reference.flatten(0, 1), dim=-1).min().item(),
             top1_agreement=(top1 == ref_top1).float().mean().item(),
             peak_mem_mib=peak_mib,
             gflop_per_clip=2 * macs / 1e9,

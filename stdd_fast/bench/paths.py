@@ -4,9 +4,14 @@ Path names: ``reference``, ``fused``, ``triton`` (the STCA implementations, eage
 ``TorchPredictor(model, impl=...)``); ``compile:<impl>`` (``compile="default"``: ``torch.compile`` of
 the encoder); ``autotune:<impl>`` (``compile="max-autotune-no-cudagraphs"``: inductor times its Triton
 GEMM templates, with the bias and activation fused into their epilogues, against cuBLAS; minutes of
-compilation); ``graph:<impl>`` (``cuda_graphs=True``: a captured CUDA graph, replayed); and
-``onnxruntime`` (the exported ONNX graph in ONNX Runtime, ``ExportedPredictor``, fp32, the classifier
-baked in).
+compilation); ``graph:<impl>`` (``cuda_graphs=True``: a captured CUDA graph, replayed);
+``onnxruntime`` (the ``stdd-export`` graph traced from the reference path in ONNX Runtime,
+``ExportedPredictor``, fp32, the classifier baked in); ``onnxruntime:fused`` (the fused encoder graph
+in ONNX Runtime from the graph cache, the head in PyTorch: ``build_predictor(backend="onnxruntime")``);
+``default`` (what ``Engine()`` runs on this device: ``build_predictor(backend="auto")``; on the CPU
+the faster of ``fused`` and ``onnxruntime:fused``, measured once per machine); ``int8`` (opt-in,
+never a default: that encoder graph with its MatMul weights dynamically quantised to int8 by ONNX
+Runtime); and ``clip`` (plain CLIP with the same weights, no STCA: the floor STCA's extra work sits on).
 """
 
 from __future__ import annotations
@@ -46,16 +51,26 @@ class BenchPath:
         return "reference" if self.impl == "reference" else "fused"
 
 
+# name -> (mode, impl) of the paths that are not "<mode>:<impl>" combinations
+SPECIAL = {
+    "onnxruntime": ("onnxruntime", "reference"),
+    "onnxruntime:fused": ("onnxruntime", "fused"),
+    "default": ("default", "fused"),
+    "int8": ("int8", "fused"),
+    "clip": ("clip", "reference"),
+}
+
+
 def all_path_names() -> list[str]:
-    return [*IMPLS, *(f"{m}:{i}" for m in MODES for i in IMPLS), "onnxruntime"]
+    return [*IMPLS, *(f"{m}:{i}" for m in MODES for i in IMPLS), *SPECIAL]
 
 
 def parse_path(name: str) -> BenchPath:
     """A path name -> BenchPath; ConfigError naming the valid names otherwise."""
     if name in IMPLS:
         return BenchPath(name, "eager", name)
-    if name == "onnxruntime":
-        return BenchPath(name, "onnxruntime", "reference")
+    if name in SPECIAL:
+        return BenchPath(name, *SPECIAL[name])
     mode, _, impl = name.partition(":")
     if mode in MODES and impl in IMPLS:
         return BenchPath(name, mode, impl)
@@ -72,11 +87,11 @@ def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype
         return "CUDA graphs need a CUDA device"
     if path.mode == "autotune" and device.type != "cuda":
         return "max-autotune times Triton GEMM templates: it needs a CUDA device"
-    if path.mode == "onnxruntime":
+    if path.mode in ("onnxruntime", "int8"):
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed (pip install 'stdd-fast[export]')"
         if device.type != "cpu" or dtype != torch.float32:
-            return "the onnxruntime path runs the fp32 graph on the CPU provider here"
+            return "the onnxruntime paths run fp32 graphs on the CPU provider here"
     return None
 
 
@@ -89,16 +104,37 @@ def build_predictor(
     share it set the impl again before each call); compiled paths trace a copy (a traced impl must not
     change under them); ``onnxruntime`` exports ``model`` with ``classifier`` baked in to ``workdir``.
     """
+    if (path.mode == "onnxruntime" and path.impl == "fused") or path.mode == "int8":
+        from stdd_fast.predictor_factory import build_predictor
+
+        return build_predictor(
+            model, classifier=classifier, backend="onnxruntime", num_frames=example.shape[1],
+            batch_clips=example.shape[0], quantize="int8" if path.mode == "int8" else None,
+        )  # fmt: skip
     if path.mode == "onnxruntime":
         from stdd_fast.export import export_onnx
         from stdd_fast.export.predictor import ExportedPredictor
 
         workdir = workdir or Path(tempfile.mkdtemp(prefix="stdd-bench-"))
-        onnx_path = export_onnx(model, classifier, workdir / "bench.onnx", num_frames=example.shape[1], verify=False)
+        onnx_path = export_onnx(
+            model, classifier, workdir / f"bench-{path.impl}.onnx", num_frames=example.shape[1], impl=path.impl,
+            verify=False,
+        )  # fmt: skip
         return ExportedPredictor(
             "onnxruntime", onnx_path, classifier=classifier, batch_clips=example.shape[0],
             session_options=_quiet_session_options(),
         )  # fmt: skip
+    if path.mode == "default":
+        from stdd_fast.predictor_factory import build_predictor
+
+        return build_predictor(
+            model, classifier=classifier, device=example.device, dtype=example.dtype, num_frames=example.shape[1],
+            batch_clips=example.shape[0],
+        )  # fmt: skip
+    if path.mode == "clip":
+        plain = STDDModel(model.arch, stca=None).to(example.device)
+        plain.load_state_dict(model.state_dict())
+        return TorchPredictor(plain.eval(), impl="reference", device=example.device, batch_clips=example.shape[0])
     options = dict(impl=path.impl, device=example.device, dtype=example.dtype, batch_clips=example.shape[0])
     if path.mode in COMPILE_MODES:
         return TorchPredictor(copy.deepcopy(model), compile=COMPILE_MODES[path.mode], **options)
@@ -122,6 +158,7 @@ def build_callable(
         return predictor(frames)[1]
 
     embeddings(example)  # warm-up: index tables, folded weights, kernel tuning, compilation, graph capture
+    embeddings.predictor = predictor
     return embeddings
 
 

@@ -13,11 +13,13 @@ COLUMNS = (
     ("p90_ms", "p90 ms", "{:.1f}"),
     ("speedup", "speed-up", "{:.2f}x"),
     ("max_rel_err", "max rel err", "{:.1e}"),
+    ("cos_min", "min cos", "{:.5f}"),
     ("top1_agreement", "top-1 agree", "{:.0%}"),
     ("peak_mem_mib", "peak MiB", "{:.0f}"),
     ("gflop_per_clip", "GFLOP/clip", "{:.0f}"),
     ("tflops", "TFLOP/s", "{:.2f}"),
     ("mfu", "MFU", "{:.0%}"),
+    ("first_call_s", "setup s", "{:.1f}"),
 )
 
 
@@ -38,7 +40,8 @@ def format_table(rows: list[dict]) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) for cells in body]
-    return "\n".join(lines + notes)
+    ran = [f"  {r['path']}: {r['ran']}" for r in rows if r.get("ran") not in (None, r["path"]) and "skipped" not in r]
+    return "\n".join(lines + notes + (["what ran (setup s: export, compile or capture, once):", *ran] if ran else []))
 
 
 def format_header(env: dict, config: dict) -> str:

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.output)  # before the model loads
     videos = expand_inputs(args.videos, unique=False)  # a file named twice is classified twice, as asked
     engine = Engine(args.weights, **options.engine_options(args, num_views=args.views, sampling=args.sampling))
-    out = ResultsFile(args.output, engine.classes) if args.output else None
+    out = ResultsFile(args.output, engine.classes) if args.output else None  # an unwritable file: exit 2, first
+    options.report_backend(engine.predictor)
     failed = done = 0
     try:
         for r in engine.classify_iter(videos, top_k=args.top_k, progress=False if args.no_progress else None):

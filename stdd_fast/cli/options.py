@@ -111,8 +111,15 @@ def add_engine(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="torch",
-        help="torch (--weights is a checkpoint), onnxruntime / tensorrt (--weights is a stdd-export file)",
+        default="auto",
+        help="auto (default: on the CPU the fused encoder in ONNX Runtime, the fastest exact path; else torch), "
+        "torch, onnxruntime / tensorrt (with a stdd-export .onnx / .plan as --weights)",
+    )
+    g.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="opt-in int8 MatMul weights on the ONNX Runtime CPU path (not exact; see the benchmark's int8 row)",
     )
     g.add_argument("--top-k", type=int, default=5, help="classes to report per video or window (default 5)")
     g.add_argument("--frames", type=int, default=8, help="frames per view or window, T (default 8)")
@@ -141,6 +148,20 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
 
 
+def report_backend(predictor) -> None:
+    """One line on stderr: which backend runs and why, and what setting it up cost (a graph built or cached)."""
+    import sys
+
+    line = f"stdd: backend: {getattr(predictor, 'backend_choice', predictor.backend)}"
+    cache = getattr(predictor, "cache", None)
+    if cache is not None:
+        how = f"built in {cache.seconds:.1f} s ({cache.note})" if cache.built else "from the cache"
+        line += f"; encoder graph {how}: {cache.path}"
+    if getattr(predictor, "choice_seconds", None) is not None:
+        line += f"; measuring the choice took {predictor.choice_seconds:.1f} s (once on this machine)"
+    print(line, file=sys.stderr, flush=True)
+
+
 def engine_options(args: argparse.Namespace, **extra: object) -> dict:
     """Engine keywords from the shared options (device and dtype resolved; the classes checked)."""
     from stdd_fast.devices import default_dtype, resolve_device
@@ -160,6 +181,7 @@ def engine_options(args: argparse.Namespace, **extra: object) -> dict:
         "batch_clips": args.batch_clips,
         "trust_pickle": args.trust_pickle,
         "backend": args.backend,
+        "quantize": args.quantize,
         "decode": decode,
         **extra,
     }

@@ -1,4 +1,9 @@
-"""``stdd stream``: classify live streams (files, URLs, devices) window by window."""
+"""``stdd stream``: classify live streams (files, URLs, devices) window by window.
+
+``--watch-classifier`` swaps the vocabulary without a restart: when the ``--classifier`` file
+changes on disk, it is loaded, checked and swapped in between windows
+(:class:`~stdd_fast.classifier_watch.ClassifierWatcher`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 from stdd_fast.choices import BACKPRESSURE
 from stdd_fast.cli import options
 from stdd_fast.cli.runner import EXIT_FAILED, EXIT_OK
+from stdd_fast.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -32,9 +38,33 @@ def add_parser(sub) -> None:
     w.add_argument("--stall-timeout", type=float, default=10.0, help="seconds without a frame = failure (default 10)")
     w.add_argument("--realtime", action="store_true", help="pace sources by their timestamps (files play live)")
     w.add_argument("--format", dest="source_format", default=None, help="PyAV input format (e.g. v4l2)")
+    c = s.add_argument_group("vocabulary swap")
+    c.add_argument(
+        "--watch-classifier",
+        action="store_true",
+        help="reload the --classifier file when it changes on disk (replace it atomically: write, then rename); "
+        "a file that does not load or fit the model is reported and the current classifier stays",
+    )
+    c.add_argument(
+        "--watch-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between checks of the file (default 1)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON lines")
     options.add_debug(s)
     s.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
 
 
 def _span(text: str | None) -> int | str | None:
@@ -45,9 +75,27 @@ def _span(text: str | None) -> int | str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stdd_fast.classifier_watch import ClassifierWatcher, file_signature
     from stdd_fast.engine import Engine
 
+    if args.watch_classifier and args.classifier is None:
+        raise ConfigError("--watch-classifier reloads the --classifier file: pass --classifier ART")
+    before = file_signature(args.classifier) if args.watch_classifier else None
     engine = Engine(args.weights, **options.engine_options(args, num_views=1))
+    options.report_backend(engine.predictor)
+    watcher = None
+    if args.watch_classifier:
+        # a predictor that cannot swap (an export with its classifier baked in) says so now, not at the first change
+        engine.set_classifier(args.classifier)
+        watcher = ClassifierWatcher(engine, args.classifier, args.watch_interval, loaded=before).start()
+    try:
+        return _print_windows(args, engine)
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _print_windows(args: argparse.Namespace, engine) -> int:
     run = engine.stream_many(
         args.sources,
         window=_span(args.window),

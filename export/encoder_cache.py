@@ -1,0 +1,128 @@
+"""Exported encoder graphs kept on disk, one per (weights, STCA schedule, frames, versions), rebuilt when stale.
+
+The key is a sha256 of everything the graph's output depends on: the visual tower's weights (their
+bytes), the architecture, the STCA config (shuffle and seed included), T, the traced impl, the
+opset and the stdd_fast / torch versions. Each entry is ``<key>.onnx`` (+ ``.data`` for big graphs)
+and ``<key>.json`` holding the sha256 of the graph file: a file that does not match it (truncated,
+edited, half written) is rebuilt, never trusted. Entries are written to a temporary name and
+renamed, so a crashed build leaves no entry behind.
+
+Folder: ``cache_dir=``, else ``$STDD_CACHE_DIR/onnx``, else ``~/.cache/stdd_fast/onnx``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stdd_fast.errors import ExportError
+from stdd_fast.export.encoder import encoder_spec, export_encoder
+from stdd_fast.export.onnx_export import DEFAULT_OPSET
+from stdd_fast.model import STDDModel
+
+log = logging.getLogger("stdd_fast.export")
+BUILDS = {"count": 0}  # encoder graphs built in this process (what the cache saves shows here)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("STDD_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "stdd_fast") / "onnx"
+
+
+def weights_fingerprint(model: STDDModel) -> str:
+    """sha256 of the visual tower's parameters and buffers (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.visual.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedEncoder:
+    """An encoder graph on disk: ``built`` by this call (else found), in ``seconds``; ``note``: why it was built."""
+
+    path: Path
+    key: str
+    built: bool
+    seconds: float
+    note: str = ""
+
+
+def cached_encoder(
+    model: STDDModel,
+    num_frames: int,
+    cache_dir: str | Path | None = None,
+    impl: str = "fused",
+    opset: int = DEFAULT_OPSET,
+    quantize: str | None = None,
+) -> CachedEncoder:
+    """The encoder graph for ``model`` at ``num_frames`` frames: from the cache, or exported into it now.
+
+    ``quantize="int8"``: that graph with its MatMul weights quantised to int8 (ONNX Runtime's dynamic
+    quantisation: int8 weights per tensor, activations quantised per call), cached beside it.
+    """
+    start = time.perf_counter()
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    spec = encoder_spec(model, num_frames, impl, opset)
+    key = hashlib.sha256(json.dumps({**spec, "weights": weights_fingerprint(model)}, sort_keys=True).encode())
+    key = key.hexdigest()[:32] + ("" if quantize is None else f".{quantize}")
+    graph, record = folder / f"{key}.onnx", folder / f"{key}.json"
+    note = _stale(graph, record)
+    if not note:
+        return CachedEncoder(graph, key, False, time.perf_counter() - start)
+    log.info("building the encoder graph %s (%s)", graph, note)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"{key}.{os.getpid()}.partial.onnx"
+    try:
+        if quantize is None:
+            export_encoder(model, partial, num_frames, impl, opset)
+        else:
+            _quantize(cached_encoder(model, num_frames, folder, impl, opset).path, partial, quantize)
+        BUILDS["count"] += 1
+        data = partial.with_name(partial.name + ".data")
+        if data.exists():  # the graph records its weights file by name: a renamed entry would lose it
+            data.unlink()
+            raise ExportError(f"the {model.arch.name} encoder is over 2 GB: too big to cache; use stdd-export")
+        os.replace(partial, graph)
+        record.write_text(json.dumps({"sha256": _file_sha256(graph), "spec": spec}, indent=1) + "\n")
+    finally:
+        partial.unlink(missing_ok=True)
+    return CachedEncoder(graph, key, True, time.perf_counter() - start, note)
+
+
+def _quantize(source: Path, target: Path, kind: str) -> None:
+    if kind != "int8":
+        raise ExportError(f"quantize={kind!r}: the one quantisation offered is 'int8'")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(source, target, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+
+
+def _stale(graph: Path, record: Path) -> str:
+    """Why the entry cannot be used ("" when it can)."""
+    if not graph.is_file() or not record.is_file():
+        return "not cached yet"
+    try:
+        expected = json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its record is unreadable"
+    if _file_sha256(graph) != expected:
+        return "the cached file does not match its record (corrupt or changed): rebuilt"
+    return ""

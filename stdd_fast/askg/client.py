@@ -1,0 +1,179 @@
+"""A client of any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, llama.cpp, Ollama, hosted), over httpx.
+
+Production behaviour, bounded everywhere: each request has a timeout (connect, each read, and the
+whole response) and a size limit; 429, 408, 5xx, timeouts and connection errors are retried with
+exponential backoff and jitter, honouring ``Retry-After``; other 4xx answers are final. One client
+is shared by the generator's threads (httpx's connection pool is thread-safe).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Sequence
+
+from stdd_fast.askg.schema import AnswerError
+from stdd_fast.deps import require
+from stdd_fast.errors import ConfigError, StddError
+
+MAX_RESPONSE_BYTES = 4 * 2**20
+RETRIED_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# answers that will be the same for every class: the generator stops asking after one
+FATAL_STATUS = frozenset({401, 403, 404})
+
+
+class ChatError(StddError):
+    """The endpoint did not answer (after the retries). ``fatal``: every other request would fail the same way."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date), None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ChatClient:
+    """Chat completions from ``endpoint`` (the base URL, e.g. ``http://127.0.0.1:8080/v1``) with ``model``.
+
+    api_key: sent as a bearer token (None: no header, for local servers). timeout: seconds a
+    request may take in all (and each phase of it). retries: extra attempts per request after a
+    429 / 408 / 5xx, a timeout or a connection error; the wait doubles from ``backoff`` seconds up
+    to ``max_backoff`` (a ``Retry-After`` header sets it, up to ``max_backoff``). ``requests``
+    counts the HTTP requests sent. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        base = str(endpoint).strip().rstrip("/").removesuffix("/chat/completions")
+        if not base.startswith(("http://", "https://")):
+            raise ConfigError(f"endpoint={endpoint!r}: give the base URL of the API, e.g. http://127.0.0.1:8080/v1")
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"model={model!r}: name the model the endpoint serves (e.g. the one it lists at /models)")
+        for name, value, low in (("timeout", timeout, 0), ("backoff", backoff, 0), ("max_backoff", max_backoff, 0)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > low:
+                raise ConfigError(f"{name}={value!r}: must be a number of seconds > 0")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries={retries!r}: must be an int >= 0")
+        httpx = require("httpx")
+        self.endpoint, self.model = base, model.strip()
+        self.timeout, self.retries, self.backoff, self.max_backoff = float(timeout), retries, backoff, max_backoff
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._httpx = httpx
+        self._http = httpx.Client(timeout=httpx.Timeout(self.timeout), headers=headers)
+        self._count = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def requests(self) -> int:
+        return self._count
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"ChatClient({self.endpoint!r}, model={self.model!r}, timeout={self.timeout:g}, retries={self.retries})"
+
+    def complete(
+        self,
+        messages: Sequence[dict],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        stop: threading.Event | None = None,
+    ) -> str | None:
+        """The first choice's message content (None or "" when the model said nothing); ChatError if none came.
+
+        ``stop``: set it to end the retries early (the wait between attempts returns at once).
+        """
+        body = {"model": self.model, "messages": list(messages), "temperature": temperature, "max_tokens": max_tokens}
+        problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt and stop is not None and stop.is_set():
+                break
+            status, data, wait, problem, unreachable = self._attempt(body)
+            if status == 200:
+                return self._content(data)
+            if status and status not in RETRIED_STATUS:
+                raise ChatError(f"{self.endpoint}: {problem}", fatal=status in FATAL_STATUS)
+            if attempt == self.retries:
+                raise ChatError(f"{self.endpoint}: {problem} ({attempt + 1} attempts)", fatal=unreachable)
+            delay = min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+            delay = min(self.max_backoff, wait) if wait is not None else delay
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+        raise ChatError(f"{self.endpoint}: stopped before an answer came ({problem or 'not asked'})")
+
+    def _attempt(self, body: dict) -> tuple[int, object, float | None, str, bool]:
+        """One request: (status or 0, parsed JSON, Retry-After seconds, what went wrong, connection refused)."""
+        httpx = self._httpx
+        with self._count_lock:
+            self._count += 1
+        deadline = time.monotonic() + self.timeout
+        try:
+            with self._http.stream("POST", f"{self.endpoint}/chat/completions", json=body) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        return 0, None, None, f"the response is over {MAX_RESPONSE_BYTES // 2**20} MiB", False
+                    if time.monotonic() > deadline:
+                        return 0, None, None, f"the response took over {self.timeout:g} s (--timeout)", False
+                    chunks.append(chunk)
+                raw = b"".join(chunks)
+                wait = _retry_after(response.headers.get("retry-after"))
+                status = response.status_code
+        except httpx.TimeoutException:
+            return 0, None, None, f"no answer within {self.timeout:g} s (--timeout)", False
+        except httpx.ConnectError as e:
+            return 0, None, None, f"cannot connect ({e}); is the server running?", True
+        except httpx.TransportError as e:  # the connection dropped mid-answer, a protocol error
+            return 0, None, None, f"the connection failed ({type(e).__name__}: {e})", False
+        if status != 200:
+            said = " ".join(raw.decode("utf-8", "replace").split())[:200] or "(no body)"
+            return status, None, wait, f"HTTP {status}: {said}", False
+        try:
+            return 200, json.loads(raw), None, "", False
+        except (ValueError, RecursionError):
+            return 0, None, None, "HTTP 200 but the body is not JSON", False
+
+    def _content(self, data: object) -> str | None:
+        try:
+            content = data["choices"][0]["message"].get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise AnswerError(f"the response is not a chat completion ({str(data)[:120]!r})") from None
+        if content is not None and not isinstance(content, str):
+            raise AnswerError(f"the message content is a {type(content).__name__}, not text")
+        return content

@@ -1,0 +1,235 @@
+"""A corpus job on Ray Data: the dataset of results (:func:`corpus_dataset`) and the whole job, written
+to a Parquet folder with resume and exactly-once rows (:func:`classify_corpus`).
+
+    paths --(CPU tasks: DecodeVideos)--> clips in Ray's object store --(actors: ClassifyVideos)--> rows
+
+Ray Data streams: decoding and inference run at once, bounded by its backpressure. Without an
+address a local Ray starts on this machine (and stops at the end); with ``ray_address="auto"`` or
+``"ray://..."`` the job joins that cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from stdd_fast.batch.config import BatchConfig, absolute
+from stdd_fast.batch.output import OutputFolder, Scan
+from stdd_fast.batch.progress import Progress
+from stdd_fast.batch.rows import result_schema
+from stdd_fast.batch.stages import ClassifyVideos, DecodeVideos, PredictorPlan, ProbeFacts, probe_predictor
+from stdd_fast.deps import require
+from stdd_fast.errors import ConfigError
+
+VIDEOS_PER_TASK = 4  # paths per decoding task: small blocks keep results flowing and retries cheap
+
+
+@dataclass(frozen=True)
+class CorpusSummary:
+    """What a :func:`classify_corpus` call did. ``failures``: (path, error type, message) of the videos that
+    failed; ``skipped``: videos a resumed job already had; ``unreadable``: files of DIR it had to skip."""
+
+    output: Path
+    total: int
+    succeeded: int
+    failures: tuple[tuple[str, str, str], ...]
+    skipped: int
+    seconds: float
+    unreadable: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def videos_per_s(self) -> float:
+        """Videos classified (or failed) by this call per second of its run, Ray's start-up included."""
+        return (self.total - self.skipped) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def line(self) -> str:
+        skipped = f", {self.skipped} already done" if self.skipped else ""
+        return (
+            f"{self.total} videos: {self.succeeded} ok, {self.failed} failed{skipped}; "
+            f"{self.videos_per_s:.2f} videos/s; results in {self.output}"
+        )
+
+
+def _start_local(ray) -> None:
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[bool]:
+    """Ray for this process: the one already initialised, else a local Ray (``address`` None) or the cluster
+    at ``address``; shut down at the end only when started here. Yields whether it runs on this machine only."""
+    ray = require("ray")
+    require("pyarrow")
+    if ray.is_initialized():
+        yield address is None
+        return
+    if address is None:
+        _start_local(ray)
+    else:
+        ray.init(address=address, logging_level="WARNING")
+    try:
+        yield address is None
+    finally:
+        ray.shutdown()
+
+
+def _plan(config: BatchConfig, wait_for_resources: bool) -> tuple[PredictorPlan, dict]:
+    """The actors' device, dtype and Ray resources, checked against the cluster's (ConfigError when they do
+    not fit, unless ``wait_for_resources``: an autoscaling cluster may grow)."""
+    ray = require("ray")
+    cluster = ray.cluster_resources()
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    asked = config.gpus_per_worker
+    if config.device == "auto":  # the workers' device: CUDA where the cluster (or the request) has GPUs
+        cuda = asked > 0 if asked is not None else gpus > 0
+        device = "cuda" if cuda else "cpu"
+    else:
+        device, cuda = config.device, config.device.startswith("cuda")
+    if cuda and gpus == 0:
+        raise ConfigError(f"device={device!r}, but the Ray cluster has no GPU: use device 'cpu' (--device cpu)")
+    dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if cuda else "float32")
+    worker_gpus = asked if asked is not None else (1.0 if cuda else 0.0)
+    spare = (cpus - config.decode_cpus) / config.workers  # what is left per actor beside one decoding task
+    worker_cpus = config.cpus_per_worker or (1.0 if cuda or wait_for_resources else max(min(1.0, spare), 0.0))
+    need_cpus = config.workers * worker_cpus + config.decode_cpus
+    if worker_cpus <= 0 or need_cpus > cpus or config.workers * worker_gpus > gpus:
+        message = (
+            f"{config.workers} workers x ({worker_cpus:g} CPUs, {worker_gpus:g} GPUs) + one decoding task of "
+            f"{config.decode_cpus:g} CPUs do not fit the Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs): lower "
+            "--workers, --cpus-per-worker, --gpus-per-worker or --decode-cpus"
+        )
+        if not wait_for_resources:  # Ray Data would wait forever for resources no node adds
+            raise ConfigError(message)
+        warnings.warn(message + " (waiting for the cluster to grow)", stacklevel=3)
+    resources = {"num_cpus": worker_cpus, "num_gpus": worker_gpus}
+    return PredictorPlan(config, device, dtype), resources
+
+
+def _probe(plan: PredictorPlan, resources: dict) -> ProbeFacts:
+    """Build the predictor once on a worker like the actors'; its typed error (bad checkpoint...) raised here."""
+    ray = require("ray")
+    task = ray.remote(max_retries=0, **resources)(probe_predictor)
+    try:
+        return ray.get(task.remote(plan))
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        raise (cause if isinstance(cause, Exception) else e) from None
+
+
+def corpus_dataset(inputs: Sequence[str | Path], config: BatchConfig, *, wait_for_resources: bool = False):
+    """A Ray ``Dataset`` with one result row per video of ``inputs`` (the schema of :mod:`stdd_fast.batch.rows`).
+
+    Lazy, like every Ray dataset: chain your own stages, then consume or write it. Builds the
+    predictor once on a worker first (to check it and size the batches); starts a local Ray when
+    none is initialised. Workers the cluster cannot hold now are a ConfigError, unless
+    ``wait_for_resources`` (an autoscaling cluster).
+    """
+    ray = require("ray")
+    if not ray.is_initialized():
+        _start_local(ray)
+    paths = [absolute(p) for p in inputs]
+    if not paths:
+        raise ConfigError("no videos to classify: pass files, folders, globs or list files")
+    plan, resources = _plan(config, wait_for_resources)
+    facts = _probe(plan, resources)
+    views = config.num_views
+    shape = (views, config.num_frames, facts.embed_dim) if config.embeddings else None
+    threads = None if plan.device.startswith("cuda") else max(1, math.floor(resources["num_cpus"]))
+    blocks = max(1, math.ceil(len(paths) / VIDEOS_PER_TASK))
+    with warnings.catch_warnings():
+        # Ray 2.60 flags max_retries / max_restarts / max_task_retries as deprecated "ray_remote_args" but
+        # names no replacement; they are set explicitly: Ray's own defaults retry a crashing worker forever.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        data = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+        data = data.map(
+            DecodeVideos(config, facts.image_size), num_cpus=config.decode_cpus, max_retries=config.max_retries
+        )
+        return data.map_batches(
+            ClassifyVideos,
+            fn_constructor_args=(facts.plan, result_schema(shape), threads),
+            batch_size=max(1, facts.batch_clips // views),
+            compute=ray.data.ActorPoolStrategy(size=config.workers),
+            batch_format="numpy",
+            max_restarts=config.max_retries,
+            max_task_retries=config.max_retries,
+            **resources,
+        )
+
+
+def classify_corpus(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    config: BatchConfig | str | Path,
+    *,
+    resume: bool = False,
+    ray_address: str | None = None,
+    progress: bool | None = None,
+    **options,
+) -> CorpusSummary:
+    """Classify every video of ``inputs`` on Ray Data into the Parquet folder ``output``; returns the summary.
+
+    config: a :class:`BatchConfig`, or the weights with its fields as keywords (``classes=[...]``,
+    ``top_k=``, ``workers=``...). A video that fails gets its row with the typed error and never
+    stops the job. ``resume``: ``output`` holds an earlier run of this job: its videos with a
+    successful row are skipped, the failed and missing ones run again. At the end ``output`` holds
+    every video once (:mod:`stdd_fast.batch.output`). ``progress``: True shows done / failed /
+    videos per second (a bar on a terminal, lines elsewhere); None only on a terminal.
+    """
+    if not isinstance(config, BatchConfig):
+        config = BatchConfig(config, **options)
+    elif options:
+        raise ConfigError("pass a BatchConfig or the weights with keywords, not both")
+    paths = list(dict.fromkeys(absolute(p) for p in inputs))
+    if not paths:
+        raise ConfigError("no videos to classify: pass files, folders, globs or list files")
+    folder = OutputFolder(output)
+    settings = config.result_settings()
+    folder.prepare(settings, resume)  # before Ray starts: a folder that cannot be used fails at once
+    before = folder.scan() if resume else Scan()
+    todo = [p for p in paths if p not in before.succeeded]
+    start = time.perf_counter()
+    if todo:
+        with ray_session(ray_address) as local:
+            data = corpus_dataset(todo, config, wait_for_resources=not local)
+            folder.record(settings)  # the predictor was built: from here on DIR holds this job
+            data.context.enable_progress_bars = False  # ours counts what is written, failures included
+            run = folder.new_run()
+            with Progress(run, len(todo), progress):
+                data.write_parquet(str(run))
+    seconds = time.perf_counter() - start
+    after = folder.consolidate()
+    return CorpusSummary(
+        output=folder.path,
+        total=len(paths),
+        succeeded=sum(1 for p in paths if after.kept.get(p, (False,))[0]),
+        failures=_failures(after, paths),
+        skipped=len(paths) - len(todo),
+        seconds=seconds,
+        unreadable=tuple(dict.fromkeys(before.unreadable + after.unreadable)),
+    )
+
+
+def _failures(scan: Scan, paths: list[str]) -> tuple[tuple[str, str, str], ...]:
+    """(path, error type, message) of the inputs whose kept row is a failure, or that have no row at all."""
+    pq = require("pyarrow.parquet")
+    wanted = {p for p in paths if not scan.kept.get(p, (False,))[0]}
+    found: dict[str, tuple[str, str, str]] = {}
+    for file in scan.files:
+        t = pq.ParquetFile(file).read(columns=["path", "error_type", "error"]).to_pylist()
+        found.update((r["path"], (r["path"], r["error_type"], r["error"])) for r in t if r["path"] in wanted)
+    missing = ("OutputError", "no row was written for it; run again with --resume")
+    return tuple(found.get(p, (p, *missing)) for p in paths if p in wanted)

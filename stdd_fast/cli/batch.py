@@ -1,0 +1,117 @@
+"""``stdd batch``: classify a whole video corpus on Ray Data into a Parquet folder, resumable, one row per video."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stdd_fast.cli import options
+from stdd_fast.cli.inputs import expand_inputs
+from stdd_fast.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+SHOWN_FAILURES = 20  # errors printed at the end; the table holds every one
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser(
+        "batch",
+        help="classify a video corpus on Ray Data into a Parquet table (local Ray or a cluster)",
+        description="Classify every video of the inputs on Ray Data: CPU tasks decode, actors holding one "
+        "predictor each score, and each video gets one row (its top-k, or its error) in the Parquet folder "
+        "--output. Without --ray-address a local Ray starts on this machine.",
+    )
+    c.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders (searched), globs, .txt/.csv lists")
+    c.add_argument("--output", "-o", required=True, metavar="DIR", help="the Parquet folder of results (one row each)")
+    c.add_argument(
+        "--resume", action="store_true", help="DIR holds this job: skip its successful videos, rerun the rest"
+    )
+    c.add_argument("--prefix", metavar="DIR", help="folder of the relative paths in list files (default: the list's)")
+    c.add_argument("--embeddings", action="store_true", help="also store each video's frame embeddings [V, T, D]")
+    options.add_weights(c)
+    options.add_classes(c)
+    options.add_device(c)
+    options.add_impl(c)
+    options.add_engine(c)
+    options.add_sampling(c)
+    g = c.add_argument_group("Ray")
+    g.add_argument("--ray-address", metavar="ADDR", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
+    g.add_argument("--workers", type=int, default=1, help="inference actors, one predictor each (default 1)")
+    g.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per actor (default: 1 on CUDA, 0 on the CPU)"
+    )
+    g.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=None,
+        help="CPUs per actor (default 1; less when this machine is short)",
+    )
+    g.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decoding task (default 1)")
+    g.add_argument(
+        "--max-retries", type=int, default=3, help="retries of a task or actor whose process died (default 3)"
+    )
+    c.add_argument("--no-progress", action="store_true", help="show no progress while the job runs")
+    options.add_debug(c)
+    c.set_defaults(func=run)
+
+
+def _quiet_ray_logs() -> None:
+    """Ray Data's per-run INFO lines and its "progress bars disabled" note; this command prints its own progress."""
+    from stdd_fast.deps import require
+
+    require("ray")
+    import ray.data  # noqa: F401  (configures Ray Data's loggers: set their levels after it)
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stdd_fast.batch import BatchConfig, classify_corpus
+
+    config = BatchConfig(
+        args.weights,
+        **options.class_source(args, required=False),  # exported graphs have their classes baked in
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        impl=args.impl,
+        arch=args.arch,
+        trust_pickle=args.trust_pickle,
+        sampling=args.sampling,
+        num_views=args.views,
+        num_frames=args.frames,
+        sampling_rate=args.sampling_rate,
+        decode_backend=args.decode_backend,
+        decode_memory_mb=args.decode_memory_mb,
+        batch_clips=args.batch_clips,
+        top_k=args.top_k,
+        embeddings=args.embeddings,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
+        decode_cpus=args.decode_cpus,
+        max_retries=args.max_retries,
+    )
+    videos = expand_inputs(args.inputs, prefix=args.prefix)
+    _quiet_ray_logs()
+    try:
+        summary = classify_corpus(
+            videos, args.output, config, resume=args.resume, ray_address=args.ray_address, progress=not args.no_progress
+        )
+    except KeyboardInterrupt:
+        print(
+            f"stdd batch: interrupted; the videos finished so far are in {args.output}: "
+            "run the same command with --resume to complete the job",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    for note in summary.unreadable:
+        print(f"stdd batch: note: skipped an unreadable results file (left by a killed run): {note}", file=sys.stderr)
+    for _, _, message in summary.failures[:SHOWN_FAILURES]:
+        print(f"stdd: error: {message}", file=sys.stderr)
+    if summary.failed > SHOWN_FAILURES:
+        more = summary.failed - SHOWN_FAILURES
+        print(f"stdd batch: and {more} more failed videos: see error_type / error in {summary.output}", file=sys.stderr)
+    print(f"stdd batch: {summary.line()}", flush=True)
+    return EXIT_FAILED if summary.failures else EXIT_OK

@@ -1,0 +1,217 @@
+"""``stdd serve``: STDD behind a real Triton Inference Server, video files in, ranked actions out.
+
+Writes the model repository (:mod:`stdd_fast.serve.repository`: model ``stdd``, and
+``stdd_frames`` from ``--frames-model``) to ``--repository`` or a temporary folder, runs
+``tritonserver`` on it (:mod:`stdd_fast.serve.server`), prints the endpoints once it is ready and
+forwards SIGINT / SIGTERM for a graceful stop. When the server cannot start (a port taken, no
+binary, a model that failed to load) it exits non-zero with one line saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from stdd_fast.choices import BACKENDS, DECODE_CHOICES, SAMPLING_MODES
+from stdd_fast.cli import options
+from stdd_fast.cli.runner import EXIT_INTERRUPTED, EXIT_OK
+from stdd_fast.errors import ConfigError
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="serve STDD with Triton Inference Server (video bytes in, actions out)",
+        description="Serve STDD with NVIDIA Triton Inference Server: model 'stdd' takes encoded video files (VIDEO, "
+        "BYTES [n,1]; optional TOP_K) and returns LABELS and SCORES. Runs tritonserver from --tritonserver, PATH, "
+        "or the nvidia-pytriton wheel; Ctrl-C or SIGTERM stops it.",
+    )
+    options.add_weights(s, what="checkpoint (torch), or an exported .onnx / .plan with --backend onnxruntime/tensorrt")
+    options.add_classes(s)
+    m = s.add_argument_group("model")
+    m.add_argument("--backend", choices=BACKENDS, default=None, help="predictor backend (default: the Engine's)")
+    m.add_argument("--frames", type=int, default=8, help="frames per view, T (default 8)")
+    m.add_argument("--views", type=int, default=3, help="temporal views per video (default 3, the released protocol)")
+    m.add_argument("--sampling-rate", type=int, default=16, help="frame stride at 30 fps (default 16)")
+    m.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
+    m.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: by memory budget)")
+    m.add_argument("--decode-backend", choices=DECODE_CHOICES, default="auto", help="auto (DALI on a GPU), pyav, dali")
+    m.add_argument("--decode-memory-mb", type=float, default=2048.0, help="decoded frames one video may hold, MiB")
+    m.add_argument("--max-video-mb", type=float, default=256.0, help="largest video file a request may send, MiB")
+    m.add_argument(
+        "--min-frames",
+        type=int,
+        default=None,
+        help="videos with fewer frames get an error (default: one clip, --frames; 1 accepts any video)",
+    )
+    m.add_argument("--frames-model", metavar="F", help="also serve an stdd-export .onnx / .plan as model stdd_frames")
+    options.add_device(s)
+    options.add_impl(s)
+    t = s.add_argument_group("server")
+    t.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    t.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
+    t.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    t.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    t.add_argument("--instances", type=int, default=1, help="model instances (processes), per GPU on a GPU")
+    t.add_argument("--max-batch", type=int, default=8, help="videos Triton batches into one execution (default 8)")
+    t.add_argument("--max-queue-delay-us", type=int, default=2000, help="longest wait to fill a batch (default 2000)")
+    t.add_argument("--repository", metavar="DIR", help="write the model repository here (default: a temporary one)")
+    t.add_argument("--tritonserver", metavar="PATH", help="tritonserver binary (default: PATH, else nvidia-pytriton's)")
+    t.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
+    t.add_argument(
+        "--exit-timeout",
+        type=int,
+        default=10,
+        help="seconds a stop waits for requests in flight and open client connections (default 10)",
+    )
+    options.add_debug(s)
+    s.set_defaults(func=run)
+
+
+_EXPORTED = {".onnx": "onnxruntime", ".plan": "tensorrt"}
+
+
+def _classifier(args: argparse.Namespace, exported: bool):
+    """The classifier the repository carries: loaded, built once with the model's text tower, or None (baked in)."""
+    from stdd_fast import Classifier, build_classifier, load_model
+
+    source = options.class_source(args, required=not exported)
+    if source["classifier"] is not None:
+        return Classifier.load(source["classifier"])
+    if exported:
+        if any(source[k] is not None for k in ("classes", "xprompt", "askg")):
+            raise ConfigError(f"{args.weights}: its classes are baked in; pass --classifier ART to check it, or none")
+        return None
+    model = load_model(args.weights, arch=args.arch, trust_pickle=args.trust_pickle)
+    return build_classifier(model, source["classes"], xprompt=source["xprompt"], askg=source["askg"])
+
+
+def _write_repository(args: argparse.Namespace, repository: Path, backends: list[str]) -> list[str]:
+    """The serving layout in ``repository``; the models to load (stdd_frames only where its backend exists)."""
+    from stdd_fast.devices import resolve_device
+    from stdd_fast.serve.model import ServingSettings
+    from stdd_fast.serve.repository import SERVING_MODEL, frames_model_name, write_serving_model
+
+    device = resolve_device(args.device)
+    cores = os.cpu_count() or 1
+    exported = _EXPORTED.get(Path(args.weights).suffix)  # the backend an exported graph runs in
+    settings = ServingSettings(
+        weights=args.weights, backend=args.backend or exported or "", dtype=args.dtype, impl=args.impl,
+        arch=args.arch or "", trust_pickle=args.trust_pickle, num_frames=args.frames, sampling_rate=args.sampling_rate,
+        num_views=args.views, sampling=args.sampling, batch_clips=args.batch_clips,
+        decode_backend=args.decode_backend, decode_memory_mb=args.decode_memory_mb, max_video_mb=args.max_video_mb,
+        min_frames=args.min_frames,
+        cpu_threads=max(1, cores // args.instances) if device.type == "cpu" and args.instances > 1 else None,
+    )  # fmt: skip
+    write_serving_model(
+        repository,
+        settings,
+        _classifier(args, exported is not None),
+        max_batch_size=args.max_batch,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instance_kind=device.type if device.type == "cpu" else "gpu",
+        instance_count=args.instances,
+        gpus=() if device.index is None else (device.index,),
+    )
+    models = [SERVING_MODEL]
+    if args.frames_model:
+        from stdd_fast.export.triton_repo import write_triton_repo
+
+        name = frames_model_name(SERVING_MODEL)
+        needed = _EXPORTED.get(Path(args.frames_model).suffix, "tensorrt")
+        kind = "cpu" if device.type == "cpu" else "gpu"
+        write_triton_repo(repository, args.frames_model, name=name, instance_kind=kind)
+        if needed in backends:
+            models.append(name)
+        else:
+            print(
+                f"stdd serve: note: {name} is in the repository but not loaded: it needs Triton's {needed} backend "
+                f"and this tritonserver has {', '.join(backends) or 'none'}",
+                file=sys.stderr,
+            )
+    return models
+
+
+def _print_ready(server, metadata: dict) -> None:
+    e = server.endpoints
+    version = metadata.get("version", "?")
+    models = ", ".join(server.models)
+    print(f"stdd serve: Triton Inference Server {version} ready (pid {server.process.pid}); models: {models}")
+    print(f"  HTTP     {e.http_url}  (POST /v2/models/stdd/infer)")
+    print(f"  gRPC     {e.grpc_url}")
+    print(f"  metrics  {e.metrics_url}")
+    print(f"  repository {server.repository}")
+    print("stdd serve: Ctrl-C or SIGTERM stops the server", flush=True)
+
+
+def _serve(server, ready_timeout: float) -> int:
+    """Run until a signal (forwarded to the server) stops it; ServerError if it stops by itself."""
+    from stdd_fast.serve.server import ServerError
+
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        received.append(signum)
+        server.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        try:
+            metadata = server.wait_ready(ready_timeout, cancelled=lambda: bool(received))
+        except ServerError:
+            if received:
+                print("stdd serve: stopped before the server was ready", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            raise
+        _print_ready(server, metadata)
+        while server.process.poll() is None:
+            time.sleep(0.2)
+        if not received:
+            raise ServerError(f"tritonserver stopped by itself (code {server.process.returncode}): {server.failure()}")
+        code = server.stop()
+        last = server.log_messages()[-1:]  # e.g. "Exit timeout expired": clients kept connections open
+        why = f": {last[0]}" if code and last else ""
+        print(
+            f"stdd serve: stopped ({signal.Signals(received[0]).name}; tritonserver exit code {code}{why})", flush=True
+        )
+        return EXIT_OK
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stdd_fast.serve.server import Endpoints, ServerError, TritonServer, find_tritonserver
+
+    endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
+    for flag, value in (
+        ("--instances", args.instances),
+        ("--max-batch", args.max_batch),
+        ("--exit-timeout", args.exit_timeout),
+    ):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: must be >= 1")
+    options.class_source(args, required=False)  # conflicting class flags fail before anything starts
+    endpoints.check_free()  # a taken port or a missing binary fail before the model loads
+    binary = find_tritonserver(args.tritonserver)
+    workdir = Path(tempfile.mkdtemp(prefix="stdd-serve-"))
+    keep = False
+    try:
+        repository = Path(args.repository) if args.repository else workdir / "repository"
+        models = _write_repository(args, repository, binary.backends())
+        server = TritonServer(binary, repository, endpoints, models, workdir / "server", args.exit_timeout)
+        return _serve(server, args.ready_timeout)
+    except ServerError:
+        keep = True  # the message names the server's log in it
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,156 @@
+"""``backend="auto"`` on the CPU: the faster of the two exact CPU paths on this machine, measured once.
+
+The two paths compute the same function (fp32, max rel err <= 1e-5 against the reference): the
+fused encoder in PyTorch eager, and the fused encoder in ONNX Runtime (:mod:`stdd_fast.export.
+encoder_predictor`). Which one is faster depends on the CPU and the GEMM library torch dispatches
+to there, so it is measured, not assumed (``benchmarks/README.md``: on the AMD EPYC of issue 19
+ONNX Runtime ran the fused graph 1.6-1.7x faster than PyTorch; on an Intel Xeon with MKL they tie).
+
+The first auto build on a machine times both on one random clip (one warm-up call each, then
+three interleaved calls, medians) and records the result in ``<cache>/cpu_choice.json``, keyed by
+what decides the speed (CPU model, usable cores, torch threads, torch and ONNX Runtime versions,
+the architecture, T), never by the weights. Later builds read the record and build only the
+winner. Delete the file to measure again; ``STDD_BACKEND=torch|onnxruntime`` skips the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from stdd_fast.errors import StddError
+from stdd_fast.model import STDDModel
+from stdd_fast.predictor import Predictor
+
+RECORD_NAME = "cpu_choice.json"
+CANDIDATES = ("torch", "onnxruntime")
+# ONNX Runtime must win by this much: the torch path needs no graph build and takes any T, and a
+# smaller gap is inside the run-to-run spread of a shared machine.
+MARGIN = 0.05
+TIMED_CALLS = 3
+MEASUREMENTS = {"count": 0}  # choices measured in this process (what the record saves shows here)
+
+
+def record_path(cache_root: Path | None = None) -> Path:
+    """The record file: ``$STDD_CACHE_DIR`` (else ``~/.cache/stdd_fast``) / cpu_choice.json."""
+    if cache_root is None:
+        root = os.environ.get("STDD_CACHE_DIR")
+        cache_root = Path(root) if root else Path.home() / ".cache" / "stdd_fast"
+    return cache_root / RECORD_NAME
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(model: STDDModel, num_frames: int) -> str:
+    """What decides which path is faster here: the machine, the libraries, the shapes (not the weights)."""
+    import onnxruntime
+
+    a = model.arch
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = {
+        "cpu": _cpu_name(),
+        "cores": cores,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "arch": f"{a.name}:{a.vision_width}x{a.vision_layers}:{a.image_size}/{a.patch_size}",
+        "stca": model.stca is not None,
+        "frames": num_frames,
+    }
+    return json.dumps(parts, sort_keys=True)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # missing or unreadable: measured again and rewritten
+    return data if isinstance(data, dict) else {}
+
+
+def _valid(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and entry.get("backend") in CANDIDATES
+        and isinstance(entry.get("ms"), dict)
+        and all(isinstance(entry["ms"].get(c), int | float) for c in CANDIDATES)
+    )
+
+
+def _time(predictors: dict[str, Predictor], clip: torch.Tensor) -> dict[str, float]:
+    """Median milliseconds per call of each predictor on ``clip``: one warm-up each, then interleaved calls."""
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    with torch.no_grad():
+        for p in predictors.values():
+            p(clip)
+        for _ in range(TIMED_CALLS):
+            for name, p in predictors.items():
+                start = time.perf_counter()
+                p(clip)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def winner(ms: dict[str, float]) -> str:
+    return "onnxruntime" if ms["onnxruntime"] < ms["torch"] * (1 - MARGIN) else "torch"
+
+
+def _describe(entry: dict, path: Path, measured_now: bool) -> str:
+    ms = entry["ms"]
+    how = "measured now" if measured_now else f"measured {entry.get('measured', '?')}"
+    return (
+        f"auto on the CPU: {entry['backend']}, the faster exact path on this machine ({how}: fused encoder "
+        f"{ms['torch']:.0f} ms in PyTorch, {ms['onnxruntime']:.0f} ms in ONNX Runtime per clip; {path})"
+    )
+
+
+def fastest_cpu_predictor(
+    model: STDDModel, num_frames: int, build: Callable[[str], Predictor], cache_root: Path | None = None
+) -> Predictor:
+    """The predictor ``build(backend)`` makes for the faster CPU backend here; ``backend_choice`` says why."""
+    path = record_path(cache_root)
+    key = machine_key(model, num_frames)
+    records = _read(path)
+    entry = records.get(key)
+    if _valid(entry):
+        predictor = build(entry["backend"])
+        predictor.backend_choice = _describe(entry, path, measured_now=False)
+        return predictor
+    start = time.perf_counter()
+    torch_path = build("torch")
+    try:
+        predictors = {"torch": torch_path, "onnxruntime": build("onnxruntime")}
+    except StddError as e:  # e.g. an encoder too big to cache: the torch path, saying why, not recorded
+        torch_path.backend_choice = f"auto on the CPU: torch, because the ONNX Runtime path could not be built ({e})"
+        return torch_path
+    size = model.arch.image_size
+    clip = torch.randn(1, num_frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    ms = _time(predictors, clip)
+    MEASUREMENTS["count"] += 1
+    entry = {"backend": winner(ms), "ms": ms, "measured": datetime.now(UTC).strftime("%Y-%m-%d")}
+    records = {k: v for k, v in _read(path).items() if _valid(v)}  # another process may have written meanwhile
+    records[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(json.dumps(records, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    predictor = predictors[entry["backend"]]
+    predictor.backend_choice = _describe(entry, path, measured_now=True)
+    predictor.choice_seconds = time.perf_counter() - start
+    return predictor

