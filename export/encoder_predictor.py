@@ -22,7 +22,7 @@ from stdd_fast.export.encoder import INPUT_NAME, OUTPUT_NAME
 from stdd_fast.export.encoder_cache import CachedEncoder, cached_encoder
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Prediction, check_clips
-from stdd_fast.scoring import ClassifierSlot
+from stdd_fast.scoring import ClassifierSlot, ScoresWithSlot
 from stdd_fast.text import text_tower_fingerprint
 from stdd_fast.torch_predictor import check_batch_clips, clips_per_batch
 
@@ -38,7 +38,7 @@ def session_options(threads: int | None = None):
     return opts
 
 
-class OnnxEncoderPredictor:
+class OnnxEncoderPredictor(ScoresWithSlot):
     """Clips [B, T, 3, S, S] -> (logits [B, K] | None, embeddings [B, T, D]): encoder in ONNX Runtime (CPU).
 
     model: an fp32 :class:`STDDModel` in eval mode with a deterministic STCA schedule (``none`` or
@@ -78,18 +78,6 @@ class OnnxEncoderPredictor:
             model.arch, torch.float32, num_frames, memory_budget_mb
         )
         self._slot = ClassifierSlot(self.device, model.arch.embed_dim, text_tower_fingerprint(model))
-        self._slot.set(classifier)
-
-    @property
-    def classes(self) -> tuple[str, ...] | None:
-        return self._slot.head.classes
-
-    @property
-    def classifier(self) -> Classifier | None:
-        return self._slot.head.classifier
-
-    def set_classifier(self, classifier: Classifier | None) -> None:
-        """Score with ``classifier`` from the next call on (None: embeddings only)."""
         self._slot.set(classifier)
 
     @torch.no_grad()

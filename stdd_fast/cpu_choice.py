@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from stdd_fast.devices import cpu_model
 from stdd_fast.errors import StddError
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Predictor
@@ -47,16 +47,6 @@ def record_path(cache_root: Path | None = None) -> Path:
     return cache_root / RECORD_NAME
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_key(model: STDDModel, num_frames: int) -> str:
     """What decides which path is faster here: the machine, the libraries, the shapes (not the weights)."""
     import onnxruntime
@@ -64,7 +54,7 @@ def machine_key(model: STDDModel, num_frames: int) -> str:
     a = model.arch
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": cores,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

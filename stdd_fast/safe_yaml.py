@@ -49,6 +49,12 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def loads(text: str) -> object:
+    """The data of YAML text read as files are (plain data, no aliases, no duplicate keys); raises
+    ``yaml.YAMLError`` (its refusals included) for the caller to report. Bounding its size is the caller's."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def load(path: str | Path, what: str, error: type[Exception]) -> object:
     """The data of a YAML (or JSON) file; ``error(message)`` naming the file for anything unreadable or refused."""
     path = Path(path)
@@ -62,7 +68,7 @@ def load(path: str | Path, what: str, error: type[Exception]) -> object:
         )
     try:
         text = path.read_text(encoding="utf-8")
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+        return loads(text)  # a SafeLoader: plain data only
     except UnicodeDecodeError as e:
         raise error(f"{path}: not UTF-8 text (byte {e.start}); save the {what} file as UTF-8") from None
     except _Refused as e:

@@ -51,3 +51,21 @@ class ClassifierSlot:
             head = Head()
         with self._lock:
             self.head = head
+
+
+class ScoresWithSlot:
+    """The classifier side of a predictor that scores in PyTorch through ``self._slot`` (a ClassifierSlot)."""
+
+    _slot: ClassifierSlot
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return self._slot.head.classes
+
+    @property
+    def classifier(self) -> Classifier | None:
+        return self._slot.head.classifier
+
+    def set_classifier(self, classifier: Classifier | None) -> None:
+        """Score with ``classifier`` from the next call on (None: embeddings only); checked against the model."""
+        self._slot.set(classifier)

@@ -13,7 +13,7 @@ from stdd_fast.cuda_graphs import CudaGraphed
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Prediction, check_clips
-from stdd_fast.scoring import ClassifierSlot
+from stdd_fast.scoring import ClassifierSlot, ScoresWithSlot
 from stdd_fast.text import text_tower_fingerprint
 
 
@@ -50,7 +50,7 @@ def _eager_first(eager, compiled):
     return encoder
 
 
-class TorchPredictor:
+class TorchPredictor(ScoresWithSlot):
     """Clips [B, T, 3, S, S] -> (logits [B, K] | None, frame embeddings [B, T, D]) with a PyTorch model.
 
     model: an :class:`STDDModel` (moved to ``device`` / ``dtype`` in place; its impl set to ``impl``).
@@ -103,18 +103,6 @@ class TorchPredictor:
             encoder = _eager_first(encoder, torch.compile(encoder, mode="default" if compile is True else compile))
         self._encoder = CudaGraphed(encoder, self.device) if cuda_graphs else encoder
         self._slot = ClassifierSlot(self.device, model.arch.embed_dim, self.text_tower)
-        self._slot.set(classifier)
-
-    @property
-    def classes(self) -> tuple[str, ...] | None:
-        return self._slot.head.classes
-
-    @property
-    def classifier(self) -> Classifier | None:
-        return self._slot.head.classifier
-
-    def set_classifier(self, classifier: Classifier | None) -> None:
-        """Score with ``classifier`` from the next call on (None: embeddings only); checked against the model."""
         self._slot.set(classifier)
 
     @torch.no_grad()

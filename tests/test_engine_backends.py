@@ -59,7 +59,7 @@ def test_exported_backend_errors(setup, tmp_path):
     other = build_classifier(model, ["a", "b"])
     with pytest.raises(ClassifierError):
         Engine(onnx_path, classifier=other, backend="onnxruntime")
-    with pytest.raises(ConfigError, match="valid values: 'torch', 'onnxruntime', 'tensorrt'"):
+    with pytest.raises(ConfigError, match="valid values: 'auto', 'torch', 'onnxruntime', 'tensorrt'"):
         Engine(model, classes=CLASSES, backend="tflite")
 
 

@@ -187,7 +187,7 @@ def parse_answer(text: str | None) -> object:
     try:
         # JSON first (tabs in JSON indentation are not YAML); YAML through the strict loader of the
         # label files: no aliases, no duplicate keys (a repeated field is an error, not the last one)
-        data = json.loads(body) if body.startswith("{") else yaml.load(body, Loader=safe_yaml._StrictLoader)
+        data = json.loads(body) if body.startswith("{") else safe_yaml.loads(body)
     except (ValueError, yaml.YAMLError, RecursionError) as e:
         first = " ".join(str(e).split())[:160]
         raise AnswerError(f"the answer is not YAML or JSON ({type(e).__name__}: {first})") from None
