@@ -98,7 +98,8 @@ def build_predictor(
 ) -> Predictor:
     """A predictor for ``weights``; ``predictor.backend_choice`` says which backend ran and why.
 
-    ``backend="auto"`` (default): :func:`auto_backend`. ``"torch"``: weights = a checkpoint path (any format
+    ``backend="auto"`` (default): :func:`auto_backend` (an exported ``.onnx`` / ``.plan``: its runtime).
+    ``"torch"``: weights = a checkpoint path (any format
     :func:`stdd_fast.load_model` reads; ``arch`` / ``stca`` / ``trust_pickle`` apply) or an :class:`STDDModel`
     (moved to ``device`` / ``dtype`` in place); the classes come from ``classes=`` (template prompts, or the
     prompts of ``xprompt=`` / ``askg=`` YAML), or ``classifier=`` (a saved artifact or a Classifier), built once
@@ -113,6 +114,8 @@ def build_predictor(
         raise choice_error("backend", backend, BACKENDS)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     exported_file = isinstance(weights, str | Path) and Path(weights).suffix in (".onnx", ".plan")
+    if backend == "auto" and exported_file:  # an exported file runs in its own runtime
+        backend = "onnxruntime" if Path(weights).suffix == ".onnx" else "tensorrt"
     if (backend in ("onnxruntime", "tensorrt") and exported_file) or backend == "tensorrt":
         from stdd_fast.export.predictor import ExportedPredictor
 

@@ -61,6 +61,7 @@ def test_exported_backend_errors(setup, tmp_path):
         Engine(onnx_path, classifier=other, backend="onnxruntime")
     with pytest.raises(ConfigError, match="valid values: 'auto', 'torch', 'onnxruntime', 'tensorrt'"):
         Engine(model, classes=CLASSES, backend="tflite")
+    assert Engine(onnx_path).backend == "onnxruntime"  # auto: an .onnx file runs in ONNX Runtime
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")

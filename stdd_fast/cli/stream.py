@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.watch_classifier and args.classifier is None:
         raise ConfigError("--watch-classifier reloads the --classifier file: pass --classifier ART")
+    config = _stream_config(args)  # a bad --window/--stride fails before the model is built
     before = file_signature(args.classifier) if args.watch_classifier else None
     engine = Engine(args.weights, **options.engine_options(args, num_views=1))
     options.report_backend(engine.predictor)
@@ -89,17 +90,18 @@ def run(args: argparse.Namespace) -> int:
         engine.set_classifier(args.classifier)
         watcher = ClassifierWatcher(engine, args.classifier, args.watch_interval, loaded=before).start()
     try:
-        return _print_windows(args, engine)
+        return _print_windows(args, engine, config)
     finally:
         if watcher is not None:
             watcher.stop()
 
 
-def _print_windows(args: argparse.Namespace, engine) -> int:
-    run = engine.stream_many(
-        args.sources,
-        window=_span(args.window),
-        stride=_span(args.stride),
+def _stream_config(args: argparse.Namespace):
+    from stdd_fast.stream.config import StreamConfig
+
+    return StreamConfig.from_options(
+        _span(args.window),
+        _span(args.stride),
         top_k=args.top_k,
         on_backpressure=args.on_backpressure,
         max_retries=args.max_retries,
@@ -108,6 +110,10 @@ def _print_windows(args: argparse.Namespace, engine) -> int:
         realtime=args.realtime,
         source_format=args.source_format,
     )
+
+
+def _print_windows(args: argparse.Namespace, engine, config) -> int:
+    run = engine.stream_many(args.sources, config=config)
     several = len(args.sources) > 1
     failed = 0
     for w in run:
