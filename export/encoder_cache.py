@@ -26,14 +26,14 @@ from stdd_fast.errors import ExportError
 from stdd_fast.export.encoder import encoder_spec, export_encoder
 from stdd_fast.export.onnx_export import DEFAULT_OPSET
 from stdd_fast.model import STDDModel
+from stdd_fast.user_cache import cache_root
 
 log = logging.getLogger("stdd_fast.export")
 BUILDS = {"count": 0}  # encoder graphs built in this process (what the cache saves shows here)
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("STDD_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "stdd_fast") / "onnx"
+    return cache_root() / "onnx"
 
 
 def weights_fingerprint(model: STDDModel) -> str:

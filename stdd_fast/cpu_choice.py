@@ -29,6 +29,7 @@ from stdd_fast.devices import cpu_model
 from stdd_fast.errors import StddError
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Predictor
+from stdd_fast.user_cache import cache_root
 
 RECORD_NAME = "cpu_choice.json"
 CANDIDATES = ("torch", "onnxruntime")
@@ -39,12 +40,9 @@ TIMED_CALLS = 3
 MEASUREMENTS = {"count": 0}  # choices measured in this process (what the record saves shows here)
 
 
-def record_path(cache_root: Path | None = None) -> Path:
-    """The record file: ``$STDD_CACHE_DIR`` (else ``~/.cache/stdd_fast``) / cpu_choice.json."""
-    if cache_root is None:
-        root = os.environ.get("STDD_CACHE_DIR")
-        cache_root = Path(root) if root else Path.home() / ".cache" / "stdd_fast"
-    return cache_root / RECORD_NAME
+def record_path() -> Path:
+    """The record file, in :func:`~stdd_fast.user_cache.cache_root`."""
+    return cache_root() / RECORD_NAME
 
 
 def machine_key(model: STDDModel, num_frames: int) -> str:
@@ -110,11 +108,9 @@ def _describe(entry: dict, path: Path, measured_now: bool) -> str:
     )
 
 
-def fastest_cpu_predictor(
-    model: STDDModel, num_frames: int, build: Callable[[str], Predictor], cache_root: Path | None = None
-) -> Predictor:
+def fastest_cpu_predictor(model: STDDModel, num_frames: int, build: Callable[[str], Predictor]) -> Predictor:
     """The predictor ``build(backend)`` makes for the faster CPU backend here; ``backend_choice`` says why."""
-    path = record_path(cache_root)
+    path = record_path()
     key = machine_key(model, num_frames)
     records = _read(path)
     entry = records.get(key)

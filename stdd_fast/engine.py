@@ -23,7 +23,7 @@ from stdd_fast.classifier import Classifier
 from stdd_fast.config import ArchConfig
 from stdd_fast.errors import ConfigError, StddError, choice_error
 from stdd_fast.factory import FROM_CHECKPOINT, StcaChoice
-from stdd_fast.head import aggregate_views
+from stdd_fast.head import rank_views
 from stdd_fast.predictor_factory import build_predictor
 from stdd_fast.results import Timings, VideoResult, WindowResult
 from stdd_fast.stream import Source, StreamConfig, WindowStream
@@ -151,17 +151,14 @@ class Engine:
         if p.logits is None:
             return VideoResult(v.source, error=v.error, decode_backend=v.backend, decode_note=v.note)
         t0 = time.perf_counter()
-        view_scores = p.logits.float().cpu()  # [V, K]
-        logits = aggregate_views(view_scores)  # [K]
-        top = logits.topk(min(top_k, len(p.classes)))
-        probabilities = view_scores.softmax(-1).mean(0)  # [K]
+        ranked = rank_views(p.logits, top_k)
         return VideoResult(
             source=v.source,
-            labels=[p.classes[i] for i in top.indices.tolist()],
-            scores=top.values.tolist(),
-            probabilities=probabilities[top.indices].tolist(),
-            logits=logits,
-            view_scores=view_scores,
+            labels=[p.classes[i] for i in ranked.top],
+            scores=ranked.scores,
+            probabilities=ranked.probabilities,
+            logits=ranked.logits,
+            view_scores=ranked.view_scores,
             indices=v.indices,
             timings=Timings(v.decode_s, v.preprocess_s, p.encode_s, time.perf_counter() - t0),
             decode_backend=v.backend,

@@ -6,6 +6,8 @@ custom op ``stdd_fast::score``); :func:`stdd_fast.ops.score` chooses between the
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from stdd_fast.errors import ClassifierError
@@ -42,3 +44,22 @@ def score(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Te
 def aggregate_views(view_scores: torch.Tensor) -> torch.Tensor:
     """Sum the logits of a video's views (the released ensemble): [..., V, K] -> [..., K]."""
     return view_scores.sum(dim=-2)
+
+
+class ViewRanking(NamedTuple):
+    """A video's classes ranked from its view logits: what every result type (Engine, server, batch rows) shows."""
+
+    view_scores: torch.Tensor  # [V, K] float32 on the CPU
+    logits: torch.Tensor  # [K]: the views summed
+    top: list[int]  # the top-k class indices, best first
+    scores: list[float]  # their logits
+    probabilities: list[float]  # theirs in the mean over views of each view's softmax
+
+
+def rank_views(view_logits: torch.Tensor, top_k: int) -> ViewRanking:
+    """Rank a video's classes from its view logits [V, K]: summed over views (the released ensemble), top-k."""
+    view_scores = view_logits.float().cpu()
+    logits = aggregate_views(view_scores)
+    top = logits.topk(min(top_k, logits.shape[-1]))
+    probabilities = view_scores.softmax(-1).mean(0)[top.indices]
+    return ViewRanking(view_scores, logits, top.indices.tolist(), top.values.tolist(), probabilities.tolist())

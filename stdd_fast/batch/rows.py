@@ -90,18 +90,15 @@ def failed_row(path: str, error_type: str, error: str, decode_backend: str | Non
 
 def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool) -> dict:
     """A video's results from its :class:`~stdd_fast.batching.PredictedVideo`, ranked as ``Engine.classify``
-    ranks them: logits [V, K] summed over views, top-k, and the mean over views of the per-view softmax."""
-    from stdd_fast.head import aggregate_views
+    ranks them (:func:`~stdd_fast.head.rank_views`); float32 values, exactly the Engine's."""
+    from stdd_fast.head import rank_views
 
-    view_scores = predicted.logits.float().cpu()  # [V, K]
-    logits = aggregate_views(view_scores)  # [K]
-    top = logits.topk(min(top_k, len(predicted.classes)))
-    probabilities = view_scores.softmax(-1).mean(0)  # [K]
+    ranked = rank_views(predicted.logits, top_k)
     row = {
         "path": predicted.loaded.source,
-        "labels": [predicted.classes[i] for i in top.indices.tolist()],
-        "scores": top.values.numpy(),
-        "probabilities": probabilities[top.indices].numpy(),
+        "labels": [predicted.classes[i] for i in ranked.top],
+        "scores": np.asarray(ranked.scores, np.float32),
+        "probabilities": np.asarray(ranked.probabilities, np.float32),
         "error_type": None,
         "error": None,
         "decode_backend": predicted.loaded.backend,

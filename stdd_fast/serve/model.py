@@ -43,7 +43,7 @@ import torch
 from stdd_fast.batching import PredictedVideo, predict_videos
 from stdd_fast.choices import BACKENDS, DTYPE_NAMES, IMPLS
 from stdd_fast.errors import ConfigError, StddError, VideoError, choice_error
-from stdd_fast.head import aggregate_views
+from stdd_fast.head import rank_views
 from stdd_fast.video.loader import DecodeConfig, VideoLoader
 from stdd_fast.video.pyav import probe
 from stdd_fast.video.sampling import SamplingConfig
@@ -164,11 +164,9 @@ class Ranked:
 
 
 def rank(p: PredictedVideo, top_k: int) -> Ranked:
-    """A video's ranking from its view logits [V, K], as ``Engine._video_result`` builds it."""
-    view_scores = p.logits.float().cpu()  # [V, K]
-    logits = aggregate_views(view_scores)  # [K]
-    top = logits.topk(min(top_k, len(p.classes)))
-    return Ranked([p.classes[i] for i in top.indices.tolist()], top.values.tolist())
+    """A video's ranking from its view logits [V, K] (:func:`~stdd_fast.head.rank_views`, as the Engine ranks)."""
+    ranked = rank_views(p.logits, top_k)
+    return Ranked([p.classes[i] for i in ranked.top], ranked.scores)
 
 
 def read_request(videos: np.ndarray, top_k: np.ndarray | None) -> tuple[list[bytes], int]:
