@@ -4,7 +4,7 @@ Fixed seeds throughout: a tiny and a ViT-B/16-like model (14 x 14 patch grid), e
 (reference, fused, triton under the interpreter) in every mode (eval shuffle none / seeded /
 official, train-mode masks), the scoring head, ``Engine.classify`` and ``Engine.stream`` on real
 recorded clips, and an ONNX export run in ONNX Runtime. The outputs are in ``golden/outputs.json``
-(float32 bytes, base64). On the platform that wrote them (same torch build and CPU capability)
+(float32 bytes, base64). On the platform that wrote them (same torch build, CPU capability and CPU vendor)
 they must match bit for bit; elsewhere BLAS kernels may round differently, and they must match
 within the tolerance table (fp32 max rel err <= 1e-5), the measured error printed either way.
 
@@ -36,8 +36,16 @@ MODES = ("none", "seeded", "official", "train")
 CLASSES = ["juggling", "surfing", "knitting", "cycling", "talking on the phone", "driving"]
 
 
+def _cpu_vendor() -> str:
+    """``GenuineIntel`` / ``AuthenticAMD``: MKL runs other kernels on other vendors' CPUs of the same capability."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else ():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return "unknown vendor"
+
+
 def _platform() -> str:
-    return f"torch {torch.__version__} / {torch.backends.cpu.get_cpu_capability()}"
+    return f"torch {torch.__version__} / {torch.backends.cpu.get_cpu_capability()} / {_cpu_vendor()}"
 
 
 def _pack(t: torch.Tensor) -> dict:

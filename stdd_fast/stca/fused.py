@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 from torch import nn
 
@@ -46,6 +45,7 @@ from stdd_fast.stca.pieces import (
     attention,
     fold_sparse_projection,
     layer_norm,
+    linear,
     residual_layer_norm,
     scatter_residual,
     sparse_attention,
@@ -69,23 +69,10 @@ def folded(owner: nn.Module, name: str, params: tuple[torch.Tensor, ...], build)
     return cache[name][1]
 
 
-def silu_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A CLIP MLP with QuickGELU as ``c_proj'(silu(c_fc'(x)))`` (1.702 folded into the weights)."""
-    fc, proj = mlp.c_fc, mlp.c_proj
-    fc_w, fc_b, proj_w = folded(
-        mlp,
-        "silu",
-        (fc.weight, fc.bias, proj.weight),
-        lambda: (fc.weight * QUICK_GELU_ALPHA, fc.bias * QUICK_GELU_ALPHA, proj.weight / QUICK_GELU_ALPHA),
-    )
-    hidden = F.linear(x, fc_w, fc_b)
-    hidden = F.silu(hidden, inplace=not hidden.requires_grad)  # in place only where autograd needs no input
-    return F.linear(hidden, proj_w, proj.bias)
-
-
 class FusedPieces(NamedTuple):
-    """The fusable pieces of the fused block, by stem (:mod:`stdd_fast.stca.pieces`; Triton replaces them)."""
+    """The replaceable pieces of the fused block, by stem (:mod:`stdd_fast.stca.pieces`; Triton, fp8 replace them)."""
 
+    linear: Callable = linear
     layer_norm: Callable = layer_norm
     residual_layer_norm: Callable = residual_layer_norm
     sparse_attention: Callable = sparse_attention
@@ -93,6 +80,23 @@ class FusedPieces(NamedTuple):
 
 
 TORCH_PIECES = FusedPieces()
+
+
+def block_mlp(mlp: nn.Module, x: torch.Tensor, pieces: FusedPieces) -> torch.Tensor:
+    """A CLIP MLP through ``pieces.linear``: QuickGELU as ``c_proj'(silu(c_fc'(x)))`` (1.702 folded into the
+    weights), exact GELU as it is; any other activation runs as the module."""
+    fc, proj = mlp.c_fc, mlp.c_proj
+    if isinstance(mlp.gelu, QuickGELU):
+        fc_w, fc_b, proj_w = folded(
+            mlp,
+            "silu",
+            (fc.weight, fc.bias, proj.weight),
+            lambda: (fc.weight * QUICK_GELU_ALPHA, fc.bias * QUICK_GELU_ALPHA, proj.weight / QUICK_GELU_ALPHA),
+        )
+        return pieces.linear(pieces.linear(x, fc_w, fc_b, "silu"), proj_w, proj.bias)
+    if type(mlp.gelu) is nn.GELU and mlp.gelu.approximate == "none":
+        return pieces.linear(pieces.linear(x, fc.weight, fc.bias, "gelu"), proj.weight, proj.bias)
+    return mlp(x)
 
 
 def stca_block_fused(
@@ -108,14 +112,14 @@ def stca_block_fused(
     heads = block.attn.num_heads
     attn, ln_1, ln_2 = block.attn, block.ln_1, block.ln_2
     h, mean, rstd = pieces.layer_norm(x, ln_1.weight, ln_1.bias, ln_1.eps)
-    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # [BT, L, 3D]
-    attn_proj = F.linear(attention(qkv, heads), attn.out_proj.weight, attn.out_proj.bias)
+    qkv = pieces.linear(h, attn.in_proj_weight, attn.in_proj_bias)  # [BT, L, 3D]
+    attn_proj = pieces.linear(attention(qkv, heads), attn.out_proj.weight, attn.out_proj.bias)
     full, normed = pieces.residual_layer_norm(attn_proj, x, ln_2.weight, ln_2.bias, ln_2.eps)  # F, LN2(F)
-    mlp = silu_mlp(block.mlp, normed) if isinstance(block.mlp.gelu, QuickGELU) else block.mlp(normed)
+    mlp = block_mlp(block.mlp, normed, pieces)
 
     params = (attn.in_proj_weight, attn.in_proj_bias, ln_1.weight, ln_1.bias)
     channels = source_maps.shape[-1]
     proj = folded(block, f"sparse{channels}", params, lambda: fold_sparse_projection(block, channels, x.dtype))
     sparse = pieces.sparse_attention(qkv, x, mean, rstd, visible, source_maps, proj, heads)  # [BT, 1+V, D]
-    sparse_proj = F.linear(sparse, attn.out_proj.weight, attn.out_proj.bias)  # one out-projection for all scales
+    sparse_proj = pieces.linear(sparse, attn.out_proj.weight, attn.out_proj.bias)  # one out-projection for all scales
     return pieces.scatter_residual(full, mlp, x, sparse_proj, visible, source_maps)

@@ -1,7 +1,7 @@
 """The fused STCA block's pieces in PyTorch: the functions the Triton kernels compute, one per stem.
 
-Four stems live here: ``layer_norm``, ``residual_layer_norm``, ``sparse_attention``,
-``scatter_residual`` (the fifth, ``score``, is the head: :func:`stdd_fast.head.score`). For a stem X,
+Five stems live here: ``linear``, ``layer_norm``, ``residual_layer_norm``, ``sparse_attention``,
+``scatter_residual`` (the sixth, ``score``, is the head: :func:`stdd_fast.head.score`). For a stem X,
 :func:`X` here is the PyTorch piece, ``stdd_fast.kernels.X`` its Triton launcher, ``stdd_fast::X``
 its custom op (:mod:`stdd_fast.triton_ops`), ``tests/test_X.py`` its test and
 ``benchmarks/bench_X.py`` its benchmark. How the pieces compose
@@ -38,6 +38,29 @@ def fold_sparse_projection(block: nn.Module, channels: int, dtype: torch.dtype) 
     head = w[:, :channels] * gamma[:channels]  # [3D, C]
     update = torch.cat([const[None], gain_sum[None], head.t()]).to(dtype)  # [C+2, 3D]
     return SparseProjection(update, const, gain_sum, head.to(dtype))
+
+
+ACTIVATIONS = (None, "silu", "gelu")  # the epilogues of ``linear``: none, SiLU (fc1 of the SiLU MLP), exact GELU
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None
+) -> torch.Tensor:
+    """``x W^T + b``, then ``activation`` (None, ``"silu"`` or ``"gelu"``, erf form) on the result.
+
+    Every matrix product of the fused block goes through this piece (QKV, the out-projections, the
+    MLP), so a GEMM with its epilogue (the Triton kernel ``stdd_fast.kernels.linear``) or a
+    quantised GEMM (:mod:`stdd_fast.fp8`) replaces all of them in one place. Here the activation is
+    a second pass over the rounded product, in place where autograd needs no input.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear: activation={activation!r}; expected one of {ACTIVATIONS}")
+    out = F.linear(x, weight, bias)
+    if activation == "silu":
+        return F.silu(out, inplace=not out.requires_grad)
+    if activation == "gelu":
+        return F.gelu(out)
+    return out
 
 
 def layer_norm(
