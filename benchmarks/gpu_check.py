@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from gpu_video import nvdec_section, video_section
 
 from stdd_fast import create_model, ops
 from stdd_fast.bench.environment import environment
@@ -41,13 +42,23 @@ from stdd_fast.devices import DTYPES
 from stdd_fast.flops import block_macs, encoder_macs
 from stdd_fast.head import score
 from stdd_fast.model import STDDModel
+from stdd_fast.numerics import max_rel_err
 from stdd_fast.stca import pieces
 from stdd_fast.stca.reference import stca_block_reference
 
 FRAMES = 8
 TESTS = Path(__file__).resolve().parents[1] / "tests"
-KERNEL_TESTS = ("test_layer_norm.py", "test_sparse_attention.py", "test_scatter_residual.py", "test_score.py")
+KERNEL_TESTS = (
+    "test_layer_norm.py",
+    "test_sparse_attention.py",
+    "test_scatter_residual.py",
+    "test_score.py",
+    "test_linear.py",
+)
 ENCODER_TESTS = ("test_triton_encoder.py",)
+# what the first GPU run after them must check (also in "kernels" / "checks", which take minutes of compiling)
+NEW_KERNEL_TESTS = ("test_linear.py", "test_sparse_attention.py", "test_fp8.py", "test_triton_encoder.py")
+NEW_KERNEL_SELECT = "linear or tf32x3 or gemm or default_predictor"
 OUTCOMES = ("passed", "failed", "skipped")
 MEASURED = re.compile(r"^\[measured\] (.+): (\S+)$", re.MULTILINE)
 
@@ -154,9 +165,17 @@ def junit_records(junit: Path) -> list[dict]:
 
 
 def gpu_tests(
-    run: Run, name: str, files: tuple[str, ...], select: str | None = None, quick_select: str | None = None
+    run: Run,
+    name: str,
+    files: tuple[str, ...],
+    select: str | None = None,
+    quick_select: str | None = None,
+    marker: str | None = "gpu",
 ) -> None:
     """``pytest -m gpu`` on ``files`` (``-k select``; with ``--quick-checks`` also ``quick_select``); records each test.
+
+    ``marker``: the ``-m`` expression (None: every test of ``files``, e.g. test_dali.py's, skipped by their own
+    conditions rather than marked).
 
     The JUnit report (with each test's captured output) is kept as ``<out>/pytest_<name>.xml``.
     """
@@ -165,7 +184,8 @@ def gpu_tests(
     junit = run.out / f"pytest_{name}.xml"
     junit.unlink(missing_ok=True)
     command = [
-        sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-v", f"--junitxml={junit}",
+        sys.executable, "-m", "pytest", *(["-m", marker] if marker else []), "-p", "no:cacheprovider", "-v",
+        f"--junitxml={junit}",
         "-o", "junit_logging=system-out", *(["-k", select] if select else []), *(str(TESTS / f) for f in files),
     ]  # fmt: skip
     # not from the repository root: there ./stdd_fast would shadow the installed package and its subpackages
@@ -197,13 +217,15 @@ def sparse_inputs(block, x32: torch.Tensor, dtype: torch.dtype) -> tuple:
         return pieces.sparse_attention_inputs(cast_block(block, dtype), x32.to(dtype), vis, src)
 
 
-def sparse_kernel(qkv, x, mean, rstd, visible, source_maps, proj: pieces.SparseProjection, num_heads: int):
+def sparse_kernel(
+    qkv, x, mean, rstd, visible, source_maps, proj: pieces.SparseProjection, num_heads: int, fp32_dot: str = "ieee"
+):
     """The Triton sparse-attention launcher with the piece's arguments (the kernel the frame size takes)."""
     from stdd_fast import kernels
 
     blocked = not kernels.fits_one_tile(visible.shape[2])
     plain = (qkv, x, mean, rstd, visible, source_maps, proj.const, proj.gain_sum, proj.head, num_heads)
-    return kernels.sparse_attention(*plain, blocked=blocked)
+    return kernels.sparse_attention(*plain, blocked=blocked, fp32_dot=fp32_dot)
 
 
 def time_sparse(run: Run, what: str, args: tuple, dtype_name: str, paths: dict) -> None:
@@ -243,19 +265,39 @@ def l14_timing(run: Run) -> None:
 
 
 def fp32_paths(run: Run) -> None:
-    """fp32 on the GPU: the sparse-attention kernel against the PyTorch sparse path, then the encoder.
+    """fp32 on the GPU: the sparse-attention kernel (exact ``ieee`` dots, and ``tf32x3``) against the PyTorch sparse
+    path, each one's error against the PyTorch piece, then the encoder.
 
     The triton impl runs fp32 sparse attention in PyTorch on a GPU (the kernel's exact fp32
-    ``tl.dot`` runs on FMA units and spills); this measures that choice, then the encoder's paths.
+    ``tl.dot`` runs on FMA units and spills); this measures that choice against the kernel with
+    three-TF32 dots (fp32-accurate on tensor cores), then the encoder's paths.
     """
     batch = max(1, run.scale.batch // 4)
     model = realistic_(create_model(run.scale.arch, seed=9)).to(run.device)
     block = model.blocks[len(model.blocks) // 2]
     x32 = torch.randn(FRAMES * batch, model.arch.tokens_per_frame, model.arch.vision_width, device=run.device)
     args = sparse_inputs(block, x32, torch.float32)
-    time_sparse(run, "sparse_attention", args, "fp32", {"pytorch": pieces.sparse_attention, "kernel": sparse_kernel})
-    del model, x32, args
+    paths = {
+        "pytorch": pieces.sparse_attention,
+        "kernel": sparse_kernel,
+        "kernel:tf32x3": partial(sparse_kernel, fp32_dot="tf32x3"),
+    }
+    with torch.no_grad():
+        exact = pieces.sparse_attention(*args)
+        errors = {name: max_rel_err(fn(*args), exact) for name, fn in paths.items()}
+    run.results["fp32_sparse_attention_max_rel_err"] = errors
+    print(f"  fp32 sparse attention max rel err vs the PyTorch piece: {errors}", flush=True)
+    time_sparse(run, "sparse_attention", args, "fp32", paths)
+    del model, x32, args, exact
     time_encoder(run, "fp32", batch, EAGER)
+    if run.device.type == "cuda":  # the triton path with the tf32x3 kernel in place of the PyTorch sparse path
+        from stdd_fast import triton_ops
+
+        previous = triton_ops.use_fp32_sparse_attention("tf32x3")
+        try:
+            time_encoder(run, "fp32", batch, ("reference", "triton"), variant="+sparse:tf32x3")
+        finally:
+            triton_ops.use_fp32_sparse_attention(previous)
 
 
 def percent_of_peak(run: Run, dtype_name: str, tflops: float) -> float | None:
@@ -281,8 +323,11 @@ def time_predictor(run: Run, path: BenchPath, model: STDDModel, clip: torch.Tens
     return timing, first_call_s, sampler.telemetry.summary()
 
 
-def time_encoder(run: Run, dtype_name: str, batch: int | None, paths: tuple[str, ...]) -> None:
-    """Each path's predictor timed on one clip batch (``batch`` None: the scale's large batch)."""
+def time_encoder(run: Run, dtype_name: str, batch: int | None, paths: tuple[str, ...], variant: str = "") -> None:
+    """Each path's predictor timed on one clip batch (``batch`` None: the scale's large batch).
+
+    ``variant`` is appended to each row's path name (e.g. ``"+gemm:triton"``: what else the run changed).
+    """
     dev = run.device
     dtype = DTYPES[dtype_name]
     batch = batch or run.scale.batch
@@ -292,7 +337,7 @@ def time_encoder(run: Run, dtype_name: str, batch: int | None, paths: tuple[str,
     macs = {impl: encoder_macs(model.arch, model.stca, impl) for impl in ("reference", "fused")}
     reference_s = None
     for name in paths:
-        what = f"encoder {dtype_name} B={batch} {name}"
+        what = f"encoder {dtype_name} B={batch} {name}{variant}"
         path = parse_path(name)
         why = unavailable_reason(path, dev, dtype)
         if why is None and path.mode in COMPILE_MODES and run.left() < (150 if path.mode == "autotune" else 60):
@@ -311,7 +356,7 @@ def time_encoder(run: Run, dtype_name: str, batch: int | None, paths: tuple[str,
         own = macs[path.flops_impl]
         row = {
             "what": "encoder",
-            "path": name,
+            "path": name + variant,
             "dtype": dtype_name,
             "batch": batch,
             "frames": FRAMES,
@@ -328,13 +373,30 @@ def time_encoder(run: Run, dtype_name: str, batch: int | None, paths: tuple[str,
         run.results["timings"].append(row)
         run.save()  # a run cut off mid-section keeps the paths already timed
         print(
-            f"  {name:>20} {dtype_name} B={batch}: {row['median_ms']:9.2f} ms  {row['clips_per_s']:9.1f} clips/s  "
+            f"  {row['path']:>20} {dtype_name} B={batch}: {row['median_ms']:9.2f} ms  "
+            f"{row['clips_per_s']:9.1f} clips/s  "
             f"{row['tflops_executed']:6.1f} TFLOP/s ({row['percent_of_peak']} % of peak)  "
             f"x{row['speedup_vs_reference']}",
             flush=True,
         )
     del model, clip
     torch.cuda.empty_cache() if dev.type == "cuda" else None
+
+
+def gemm_timing(run: Run) -> None:
+    """The triton impl's encoder in bf16 on each GEMM (``triton_ops.use_gemm``): cuBLAS through the PyTorch piece,
+    then the Triton GEMM with the bias and activation in its epilogue; the large batch, then B=1 eager and as a
+    CUDA graph. Rows name the GEMM (``triton+gemm:cublas``); the GEMM chosen before is restored."""
+    from stdd_fast import triton_ops
+
+    previous = triton_ops.use_gemm("cublas")
+    try:
+        for batch, paths in ((LARGE, ("triton",)), (1, ("triton", "graph:triton"))):
+            for gemm in triton_ops.GEMMS:
+                triton_ops.use_gemm(gemm)
+                time_encoder(run, "bf16", batch, paths, variant=f"+gemm:{gemm}")
+    finally:
+        triton_ops.use_gemm(previous)
 
 
 def time_block(run: Run, dtype_name: str) -> None:
@@ -405,6 +467,103 @@ def time_head(run: Run) -> None:
         print(f"  head {name:>10} B={batch} K={classes} N={prompts}: {t.median * 1e3:.3f} ms")
 
 
+# each fp8 row's speed-up is against its bf16 path; the compiled pair (inductor fuses fp8's activation quantisation)
+# runs when the budget allows
+FP8_PATHS = ("triton", "fused", "fp8:triton", "fp8:fused", "compile:triton", "fp8:compile:triton")
+
+
+def fp8_encoder(run: Run) -> None:
+    """dtype="fp8" against bf16 on the encoder at the large batch: each path timed on one bf16 clip batch, and each
+    one's error against the fp32 reference on the same input and the same weights, with outlier channels planted
+    (:func:`stdd_fast.bench.weights.add_outlier_channels_`: 6 channels at 40x, the function unchanged): min cosine
+    of the frame embeddings (also with the batch-mean direction removed: random weights give every clip a large
+    shared direction) and top-1 agreement under a random prompt-level classifier of the head's K and N."""
+    from stdd_fast.bench.weights import add_outlier_channels_
+    from stdd_fast.numerics import min_cosine
+
+    dev, batch, (classes, prompts) = run.device, run.scale.batch, run.scale.head
+    model32 = realistic_(create_model(run.scale.arch, seed=7)).to(dev)
+    outliers = add_outlier_channels_(model32, channels=6, factor=40.0, seed=7)
+    size = model32.arch.image_size
+    gen = torch.Generator(dev).manual_seed(7)
+    clip32 = torch.randn(batch, FRAMES, 3, size, size, device=dev, generator=gen)
+    weights = F.normalize(torch.randn(classes, prompts, model32.arch.embed_dim, device=dev, generator=gen), dim=-1)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # an exact fp32 reference
+    try:
+        with torch.no_grad():
+            reference = model32.set_impl("reference").encode_video(clip32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    ref_top1 = score(reference, weights, model32.logit_scale).argmax(-1)
+    shared = reference.mean((0, 1), keepdim=True)
+    run.results["fp8"] = {"outlier_channels": outliers, "classes": classes, "prompts": prompts,
+                          "reference_distinct_top1": len(set(ref_top1.tolist()))}  # fmt: skip
+    model = copy.deepcopy(model32).to(torch.bfloat16)  # the fp8 paths copy it (bf16 weights, fp8 linears)
+    del model32
+    clip = clip32.to(torch.bfloat16)
+    macs = encoder_macs(model.arch, model.stca, "fused")
+    medians: dict[str, float] = {}
+    for name in FP8_PATHS:
+        what = f"encoder fp8 section B={batch} {name}"
+        path = parse_path(name)
+        why = unavailable_reason(path, dev, torch.bfloat16)
+        if why is None and dev.type != "cuda" and path.impl == "triton":
+            why = "Triton's interpreter (--smoke) computes bf16 wrongly, at a minute per call"
+        if why is None and path.mode in COMPILE_MODES and run.left() < 120:
+            why = "time budget"
+        if why is not None:
+            run.skip(what, why)
+            continue
+        try:
+            start = time.perf_counter()
+            predictor = build_predictor(path, model, clip)
+            with torch.no_grad():
+                emb = predictor(clip)[1]
+            synchronize(dev)
+            first_call_s = time.perf_counter() - start
+            with NvmlSampler() as sampler:
+                timing = time_fn(
+                    lambda fn=predictor: fn(clip), dev, warmup=run.scale.warmup, iters=run.scale.iters, min_seconds=0.5
+                )
+        except Exception as e:
+            run.results["errors"].append({"section": what, "error": repr(e)})
+            print(f"  [error] {name}: {e!r}", flush=True)
+            continue
+        seconds = medians[name] = timing.median
+        bf16_s = medians.get(name.removeprefix("fp8:"))
+        top1 = score(emb, weights, model.logit_scale.float()).argmax(-1)
+        row = {
+            "what": "encoder",
+            "path": name,
+            "dtype": path.dtype or "bf16",
+            "batch": batch,
+            "frames": FRAMES,
+            "median_ms": round(seconds * 1e3, 3),
+            "p90_ms": round(timing.percentile(90) * 1e3, 3),
+            "clips_per_s": round(batch / seconds, 2),
+            "tflops_executed": round(2 * macs * batch * FRAMES / seconds / 1e12, 1),
+            "speedup_vs_bf16": round(bf16_s / seconds, 3) if bf16_s and path.dtype else None,
+            "first_call_s": round(first_call_s, 1),
+            "telemetry": sampler.telemetry.summary(),
+            "max_rel_err": max_rel_err(emb, reference),
+            "cos_min": min_cosine(emb, reference),
+            "cos_min_centred": min_cosine(emb - shared, reference - shared),
+            "top1_agreement": (top1 == ref_top1).float().mean().item(),
+        }
+        run.results["timings"].append(row)
+        run.save()
+        print(
+            f"  {name:>12} B={batch}: {row['median_ms']:9.2f} ms  {row['clips_per_s']:9.1f} clips/s  "
+            f"x{row['speedup_vs_bf16']} vs bf16  cos min {row['cos_min']:.5f} (centred {row['cos_min_centred']:.5f})  "
+            f"top-1 {row['top1_agreement']:.3f}",
+            flush=True,
+        )
+        predictor = None  # its model copy goes before the next path's
+    del model, clip32, reference
+    torch.cuda.empty_cache() if dev.type == "cuda" else None
+
+
 def measure_peaks(run: Run) -> None:
     run.results["matrix_peak_tflops"] = {
         d: round(matrix_peak_tflops(run.device, DTYPES[d]), 1) for d in ("bf16", "fp16")
@@ -445,7 +604,7 @@ def launch_tuning_record() -> dict:
     """The launch shapes the kernels' tuners chose per problem shape, with each candidate's time."""
     if "stdd_fast.kernels" not in sys.modules:
         return {}
-    tuned = ("sparse_attention", "scatter_residual")
+    tuned = ("sparse_attention", "scatter_residual", "linear")
     kernels = [importlib.import_module(f"stdd_fast.kernels.{name}") for name in tuned]
     record = {}
     for tuner in (kernel.TUNER for kernel in kernels):
@@ -459,7 +618,7 @@ def launch_tuning_record() -> dict:
 def compiled_kernels_record() -> list[dict]:
     """Each Triton kernel this run compiled, as the GPU loaded it (compare ``benchmarks/kernel_resources.py``)."""
     records = []
-    for name in ("layer_norm", "sparse_attention", "scatter_residual", "score"):
+    for name in ("layer_norm", "sparse_attention", "scatter_residual", "score", "linear"):
         module = sys.modules.get(f"stdd_fast.kernels.{name}")
         jitted = [fn for fn in vars(module).values() if hasattr(fn, "device_caches")] if module else []
         for fn in jitted:
@@ -494,6 +653,12 @@ QUICK = "none-eval"  # --quick-checks: the encoder checks in the default STCA mo
 # (key, title, section function of the Run, seconds it needs), in the default order: the first get the budget
 PLAN: tuple[tuple[str, str, Callable[[Run], None], float], ...] = (
     ("peak", "matrix peak", measure_peaks, 0),
+    (
+        "new-kernels",
+        "the Triton GEMM, tf32x3 sparse attention, fp8 GEMMs, default CUDA graphs (pytest -m gpu)",
+        partial(gpu_tests, name="new-kernels", files=NEW_KERNEL_TESTS, select=NEW_KERNEL_SELECT),
+        0,
+    ),
     ("kernels", "kernels vs their pieces (pytest -m gpu)", partial(gpu_tests, name="kernels", files=KERNEL_TESTS), 0),
     (
         "checks",
@@ -508,8 +673,10 @@ PLAN: tuple[tuple[str, str, Callable[[Run], None], float], ...] = (
         60,
     ),
     ("eager-bf16", "encoder bf16 B=32", partial(time_encoder, dtype_name="bf16", batch=LARGE, paths=EAGER), 30),
+    ("gemm-bf16", "encoder bf16 B=32 and B=1: cuBLAS vs the Triton GEMM", gemm_timing, 90),
     ("block-bf16", "STCA block bf16 B=32", partial(time_block, dtype_name="bf16"), 30),
     ("head", "head K=400 N=224", time_head, 10),
+    ("fp8", "encoder fp8 vs bf16 B=32 (outlier channels; errors vs fp32)", fp8_encoder, 45),
     ("eager-fp16", "encoder fp16 B=32", partial(time_encoder, dtype_name="fp16", batch=LARGE, paths=EAGER), 30),
     ("b1-bf16", "encoder bf16 B=1", partial(time_encoder, dtype_name="bf16", batch=1, paths=EAGER + GRAPHS), 20),
     ("b1-fp16", "encoder fp16 B=1", partial(time_encoder, dtype_name="fp16", batch=1, paths=EAGER + GRAPHS), 20),
@@ -539,6 +706,8 @@ PLAN: tuple[tuple[str, str, Callable[[Run], None], float], ...] = (
     ("profile", "profile bf16 B=32", partial(profile_encoder, paths=("fused", "triton")), 15),
     ("l14", "sparse attention at L/14 shapes", l14_timing, 45),
     ("fp32", "fp32 sparse attention and encoder", fp32_paths, 40),
+    ("video", "Engine.classify end to end on recorded clips (PyAV)", partial(video_section, prepare=realistic_), 60),
+    ("nvdec", "NVDEC probe; DALI tests and timings", partial(nvdec_section, tests=gpu_tests, prepare=realistic_), 5),
     (
         "autotune-bf16",
         "encoder bf16 B=32, max-autotune (inductor's GEMM templates, epilogue fusion)",

@@ -42,6 +42,7 @@ from triton.runtime.jit import JITFunction
 
 from stdd_fast import create_model, kernels
 from stdd_fast.config import get_arch
+from stdd_fast.kernels.linear import TILES as LINEAR_TILES
 from stdd_fast.kernels.scatter_residual import TILES
 from stdd_fast.kernels.sparse_attention import head_groups
 from stdd_fast.stca.pieces import sparse_attention_inputs
@@ -164,14 +165,19 @@ def kernel_calls(arch_name: str, dtype: torch.dtype, defaults_only: bool) -> Ite
     ln = block.ln_1
     yield "plain", True, lambda: kernels.layer_norm(x, ln.weight, ln.bias, ln.eps)
     yield "residual", True, lambda: kernels.residual_layer_norm(x, x, ln.weight, ln.bias, ln.eps)
-    groups = head_groups(heads)
-    for group in groups[:1] if defaults_only else groups:
-        label = f"heads_per_program={group}"
-        yield (
-            label,
-            group == groups[0],
-            lambda g=group: kernels.sparse_attention(*sparse, blocked=blocked, heads_per_program=g),
-        )
+    # fp32 also takes the three-TF32 dots: a choice (triton_ops.use_fp32_sparse_attention), never a default
+    dots = kernels.FP32_DOTS if dtype == torch.float32 and not defaults_only else ("ieee",)
+    for fp32_dot in dots:
+        groups = head_groups(heads, tf32x3_tile=fp32_dot == "tf32x3" and not blocked)
+        for group in groups[:1] if defaults_only else groups:
+            label = f"heads_per_program={group}" + (f",fp32_dot={fp32_dot}" if fp32_dot != "ieee" else "")
+            yield (
+                label,
+                group == groups[0] and fp32_dot == "ieee",
+                lambda g=group, p=fp32_dot: kernels.sparse_attention(
+                    *sparse, blocked=blocked, heads_per_program=g, fp32_dot=p
+                ),
+            )
     sparse_proj = torch.randn(frames, vis.shape[2] + 1, width).to(dtype)
     for tile in TILES[:1] if defaults_only else TILES:
         label = ",".join(f"{k}={v}" for k, v in tile.items())
@@ -180,6 +186,26 @@ def kernel_calls(arch_name: str, dtype: torch.dtype, defaults_only: bool) -> Ite
         f = F.normalize(torch.randn(32, frames, arch.embed_dim), dim=-1)
         w = F.normalize(torch.randn(400, 224, arch.embed_dim), dim=-1)
         yield "K=400,N=224", True, lambda: kernels.score(f, w, 4.6)
+    yield from linear_calls(block, x, defaults_only)
+
+
+def linear_calls(block, x: torch.Tensor, defaults_only: bool) -> Iterator[tuple[str, bool, Callable]]:
+    """The block's four GEMMs on rows like ``x`` (QKV, out-projection, MLP fc1 with its SiLU epilogue, fc2),
+    at every launch shape :func:`kernels.linear` may be tuned to."""
+    attn, mlp = block.attn, block.mlp
+    gemms = (
+        ("qkv", attn.in_proj_weight, attn.in_proj_bias, None),
+        ("out_proj", attn.out_proj.weight, attn.out_proj.bias, None),
+        ("fc1", mlp.c_fc.weight, mlp.c_fc.bias, "silu"),
+        ("fc2", mlp.c_proj.weight, mlp.c_proj.bias, None),
+    )
+    tiles = LINEAR_TILES[x.dtype]
+    for name, weight, bias, activation in gemms:
+        rows = torch.randn(*x.shape[:-1], weight.shape[1]).to(x.dtype)  # [frames, L, K]
+        for tile in tiles[:1] if defaults_only else tiles:
+            label = f"{name} N={weight.shape[0]},K={weight.shape[1]}," + ",".join(f"{k}={v}" for k, v in tile.items())
+            call = lambda a=rows, w=weight, b=bias, f=activation, t=tile: kernels.linear(a, w, b, f, tile=t)
+            yield label, tile == tiles[0], call
 
 
 def survey(arches: list[str], dtypes: list[str], defaults_only: bool) -> tuple[list[Launch], list[str]]:

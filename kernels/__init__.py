@@ -2,6 +2,7 @@
 
 | stem | launcher | PyTorch piece |
 | --- | --- | --- |
+| ``linear`` | :func:`linear` | ``stdd_fast.stca.pieces.linear`` |
 | ``layer_norm`` | :func:`layer_norm` | ``stdd_fast.stca.pieces.layer_norm`` |
 | ``residual_layer_norm`` | :func:`residual_layer_norm` | ``stdd_fast.stca.pieces.residual_layer_norm`` |
 | ``sparse_attention`` | :func:`sparse_attention` | ``stdd_fast.stca.pieces.sparse_attention`` |
@@ -15,8 +16,18 @@ triton.
 """
 
 from .layer_norm import layer_norm, residual_layer_norm
+from .linear import linear
 from .scatter_residual import scatter_residual
 from .score import score
-from .sparse_attention import fits_one_tile, sparse_attention
+from .sparse_attention import FP32_DOTS, fits_one_tile, sparse_attention
 
-__all__ = ["fits_one_tile", "layer_norm", "residual_layer_norm", "scatter_residual", "score", "sparse_attention"]
+__all__ = [
+    "FP32_DOTS",
+    "fits_one_tile",
+    "layer_norm",
+    "linear",
+    "residual_layer_norm",
+    "scatter_residual",
+    "score",
+    "sparse_attention",
+]

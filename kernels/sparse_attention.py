@@ -28,7 +28,11 @@ coefficients. Its launch shape (64-row blocks, 4 warps) is chosen for the L/14 f
 64 waste 63 rows where one 256-row tile wasted 127); heads per program are tuned as above.
 
 Statistics, the update and softmax are fp32; in fp16/bf16 the dots take fp16/bf16 operands
-with fp32 accumulation, in fp32 they are exact (``input_precision="ieee"``, no TF32).
+with fp32 accumulation. In fp32 the dots' input precision is the launcher's ``fp32_dot``
+(the constexpr ``FP32_DOT``; empty in fp16/bf16): ``"ieee"`` is exact fp32 on FMA units (the
+interpreter's arithmetic, and slow on a GPU: 4.05 ms against bf16's 0.072 ms for 16 B/16 frames on
+an H100), ``"tf32x3"`` splits each operand into a TF32 high part and residual and sums three
+tensor-core products, fp32-accurate (~1e-6 relative) at tensor-core speed.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from .launch_tuning import LaunchTuner
 # blocked kernel below, which walks the rows in blocks of BLOCKED_ROWS with an online softmax.
 MAX_TILE_ROWS = 128
 BLOCKED_ROWS = 64
+FP32_DOTS = ("ieee", "tf32x3")  # the fp32 dots' input precisions (see the module docstring)
 
 
 def fits_one_tile(num_visible: int) -> bool:
@@ -133,7 +138,7 @@ def _shifted(
     C: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_C: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
 ):
     """q, k or v of one head after the shift: r base + (1 - r) c - rstd_y dmu g + rstd_y delta W_g^T."""
     d = tl.arange(0, HD)
@@ -143,7 +148,7 @@ def _shifted(
     gain = tl.load(gain_ptr + out_col)
     # W_g[out_col, :C]^T as [BLOCK_C, HD]
     w = tl.load(w_ptr + out_col[None, :] * sw_o + cols[:, None], mask=(cols < C)[:, None], other=0.0)
-    update = tl.dot(coeff, w, input_precision="ieee") if DOT_FP32 else tl.dot(coeff.to(w.dtype), w)
+    update = tl.dot(coeff, w, input_precision=FP32_DOT) if FP32_DOT != "" else tl.dot(coeff.to(w.dtype), w)
     r = ratio[:, None]
     return r * base + (1.0 - r) * const[None, :] - shift[:, None] * gain[None, :] + update
 
@@ -199,7 +204,7 @@ def _sparse_attention_kernel(
     S: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
     HEADS: tl.constexpr,
 ):
     frame = tl.program_id(0)
@@ -222,18 +227,20 @@ def _sparse_attention_kernel(
         for group_head in range(HEADS):
             head = first_head + group_head
             q = _shifted(0, _head_rows(0, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
-                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
             k = _shifted(1, _head_rows(1, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
-                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
             v = _shifted(2, _head_rows(2, tok, row_ok, frame, head, qkv_ptr, sq_f, sq_l, D, HD), head, ratio, shift,
-                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                         coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
             scores = (
-                tl.dot(q, tl.trans(k), input_precision="ieee") if DOT_FP32 else tl.dot(q.to(low), tl.trans(k.to(low)))
+                tl.dot(q, tl.trans(k), input_precision=FP32_DOT)
+                if FP32_DOT != ""
+                else tl.dot(q.to(low), tl.trans(k.to(low)))
             )
             scores = tl.where(row_ok[None, :], scores * sm_scale, float("-inf"))
             p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
             p = p / tl.sum(p, axis=1)[:, None]
-            o = (tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))) / S
+            o = (tl.dot(p, v, input_precision=FP32_DOT) if FP32_DOT != "" else tl.dot(p.to(low), v.to(low))) / S
             _store_scale(o, rows, row_ok, head * HD + d, frame, acc_ptr, out_ptr, sa_f, sa_r, so_f, so_r, s, S)
 
 
@@ -319,7 +326,7 @@ def _blocked_rows(
     C: tl.constexpr,
     HD: tl.constexpr,
     BLOCK_C: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
 ):
     """q, k or v of one head for one block of rows, from the full-path rows and the scratch coefficients."""
     tok = _row_tokens(rows, row_ok, vis_ptr, vid, t, sv_b, sv_t)
@@ -330,7 +337,7 @@ def _blocked_rows(
     coeff_ptrs = coeff_ptr + s * sc_s + frame * sc_f + rows[:, None] * sc_r + cols[None, :]
     coeff = tl.load(coeff_ptrs, mask=row_ok[:, None], other=0.0)
     return _shifted(
-        part, base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, DOT_FP32
+        part, base, head, ratio, shift, coeff, const_ptr, gain_ptr, w_ptr, sw_o, D, C, HD, BLOCK_C, FP32_DOT
     )
 
 
@@ -369,7 +376,7 @@ def _sparse_attention_blocked_kernel(
     S: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_C: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    FP32_DOT: tl.constexpr,
     HEADS: tl.constexpr,
 ):
     """Blocked kernel, step 2: per head, query blocks against key blocks with an online softmax (flash attention)."""
@@ -388,7 +395,7 @@ def _sparse_attention_blocked_kernel(
                 row_ok = rows < V + 1
                 q = _blocked_rows(0, rows, row_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr, shift_ptr,
                                   coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s, sr_f, sc_s,
-                                  sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                                  sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
                 row_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
                 row_sum = tl.zeros([BLOCK_M], tl.float32)
                 o = tl.zeros([BLOCK_M, HD], tl.float32)
@@ -397,13 +404,13 @@ def _sparse_attention_blocked_kernel(
                     key_ok = keys < V + 1
                     k = _blocked_rows(1, keys, key_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr,
                                       shift_ptr, coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s,
-                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
                     v = _blocked_rows(2, keys, key_ok, frame, vid, t, head, s, qkv_ptr, vis_ptr, ratio_ptr,
                                       shift_ptr, coeff_ptr, const_ptr, gain_ptr, w_ptr, sq_f, sq_l, sv_b, sv_t, sr_s,
-                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, DOT_FP32)  # fmt: skip
+                                      sr_f, sc_s, sc_f, sc_r, sw_o, D, C, HD, BLOCK_C, FP32_DOT)  # fmt: skip
                     scores = (
-                        tl.dot(q, tl.trans(k), input_precision="ieee")
-                        if DOT_FP32
+                        tl.dot(q, tl.trans(k), input_precision=FP32_DOT)
+                        if FP32_DOT != ""
                         else tl.dot(q.to(low), tl.trans(k.to(low)))
                     )
                     scores = tl.where(key_ok[None, :], scores * sm_scale, float("-inf"))
@@ -411,18 +418,23 @@ def _sparse_attention_blocked_kernel(
                     rescale = tl.exp(row_max - new_max)
                     p = tl.exp(scores - new_max[:, None])
                     row_sum = row_sum * rescale + tl.sum(p, axis=1)
-                    pv = tl.dot(p, v, input_precision="ieee") if DOT_FP32 else tl.dot(p.to(low), v.to(low))
+                    pv = tl.dot(p, v, input_precision=FP32_DOT) if FP32_DOT != "" else tl.dot(p.to(low), v.to(low))
                     o = o * rescale[:, None] + pv
                     row_max = new_max
                 o = o / row_sum[:, None] / S
                 _store_scale(o, rows, row_ok, head * HD + d, frame, acc_ptr, out_ptr, sa_f, sa_r, so_f, so_r, s, S)
 
 
-def head_groups(num_heads: int) -> list[int]:
+def head_groups(num_heads: int, tf32x3_tile: bool = False) -> list[int]:
     """Heads per program the launch may use: all heads (one program per frame, the default) first, then 4, 2, 1.
 
-    Each is a separate compilation (a second or so on first use), so the candidates stay few.
+    Each is a separate compilation (a second or so on first use), so the candidates stay few. The
+    one-tile kernel with tf32x3 dots (``tf32x3_tile``) takes one head per program only: its split
+    operands need 419 KB of shared memory for 2 or more heads at ViT-B/16, 96 KB for one (compiled
+    for sm_90a, ``benchmarks/kernel_resources.py``; an H100/H200 allows 227 KB).
     """
+    if tf32x3_tile:
+        return [1]
     return [num_heads, *(g for g in (4, 2, 1) if g < num_heads and num_heads % g == 0)]
 
 
@@ -443,6 +455,7 @@ def sparse_attention(
     blocked: bool = False,
     out: torch.Tensor | None = None,
     heads_per_program: int | None = None,
+    fp32_dot: str = "ieee",
 ) -> torch.Tensor:
     """The PyTorch piece ``sparse_attention`` on plain tensors: [BT, 1+V, D] (into ``out`` if given).
 
@@ -451,7 +464,8 @@ def sparse_attention(
     (frames that :func:`fits_one_tile`) or the blocked kernel (any size; much less shared memory).
     Each program takes ``heads_per_program`` of a frame's heads (a divisor of ``num_heads``);
     ``None`` lets :mod:`launch_tuning` pick it per shape on CUDA. The result is bit-identical for
-    every choice: each head's arithmetic is the same.
+    every choice: each head's arithmetic is the same. ``fp32_dot``: the fp32 dots' input precision,
+    ``"ieee"`` or ``"tf32x3"`` (:data:`FP32_DOTS`; ignored in fp16/bf16).
     """
     bt, length, d = x.shape
     t = visible.shape[1]
@@ -460,6 +474,8 @@ def sparse_attention(
     hd = d // num_heads
     if qkv.stride(-1) != 1 or x.stride(-1) != 1:
         raise ValueError("sparse_attention needs the channel dimension contiguous")
+    if fp32_dot not in FP32_DOTS:
+        raise ValueError(f"sparse_attention: fp32_dot={fp32_dot!r}; expected one of {FP32_DOTS}")
     if heads_per_program is not None and num_heads % heads_per_program:
         raise ValueError(f"heads_per_program={heads_per_program} does not divide num_heads={num_heads}")
     mean = mean.reshape(bt, length).contiguous()
@@ -475,7 +491,9 @@ def sparse_attention(
     acc = out if s == 1 or out.dtype == torch.float32 else torch.empty(out.shape, device=x.device, dtype=torch.float32)
     block_c = max(16, triton.next_power_of_2(c))
     vis_b = vis.stride(0) if vis.shape[0] > 1 else 0
-    common = dict(T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_C=block_c, DOT_FP32=x.dtype == torch.float32)
+    common = dict(
+        T=t, D=d, HD=hd, V=v, C=c, S=s, BLOCK_C=block_c, FP32_DOT=fp32_dot if x.dtype == torch.float32 else ""
+    )
 
     if not blocked and not fits_one_tile(v):
         raise ValueError(f"blocked=False: one tile takes <= {MAX_TILE_ROWS - 1} visible patches per frame, got {v}")
@@ -514,7 +532,8 @@ def sparse_attention(
     if heads_per_program is not None:
         config = {"heads": heads_per_program}
     else:
-        key = (bt, t, v, d, num_heads, s, c, x.dtype, qkv.stride(1), x.stride(1), blocked)
-        config = TUNER.pick(key, [{"heads": g} for g in head_groups(num_heads)], launch, x.device)
+        key = (bt, t, v, d, num_heads, s, c, x.dtype, qkv.stride(1), x.stride(1), blocked, fp32_dot)
+        tf32x3_tile = not blocked and fp32_dot == "tf32x3" and x.dtype == torch.float32
+        config = TUNER.pick(key, [{"heads": g} for g in head_groups(num_heads, tf32x3_tile)], launch, x.device)
     launch(config)
     return out

@@ -16,8 +16,11 @@ IMPLS: tuple[str, ...] = get_args(Impl)
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
-# Model dtypes by name (torch dtypes are accepted too)
-DTYPE_NAMES: tuple[str, ...] = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+# Model dtypes by name (torch dtypes are accepted too); "fp8": bf16 weights, the STCA blocks' linears as fp8 GEMMs
+DTYPE_NAMES: tuple[str, ...] = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16", "fp8")
+
+# The format of the STCA blocks' linear layers (stdd_fast.fp8): None = the model's dtype
+LINEAR_FORMATS: tuple[str | None, ...] = (None, "fp8")
 
 # torch.compile modes; compile=True means "default"
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]

@@ -30,6 +30,22 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+# Precisions that are more than one torch dtype, by name -> (the model's dtype, the format of the STCA
+# blocks' linear layers, :attr:`stdd_fast.model.STDDModel.linear_format`). "fp8" only, not "float8":
+# torch has several float8 dtypes, and this is a recipe (bf16 weights, e4m3 GEMMs), not one of them.
+PRECISIONS: dict[str, tuple[torch.dtype, str]] = {"fp8": (torch.bfloat16, "fp8")}
+
+
+def resolve_precision(dtype: torch.dtype | str) -> tuple[torch.dtype, str | None]:
+    """(model dtype, linear format) of a dtype or precision name: ``"fp8"`` -> (bfloat16, "fp8") (:mod:`stdd_fast.fp8`),
+    ``"bf16"`` or ``torch.bfloat16`` -> (bfloat16, None): the linear layers run in the model's dtype."""
+    if isinstance(dtype, str) and dtype not in DTYPES:
+        if dtype not in PRECISIONS:
+            raise choice_error("dtype", dtype, [*DTYPES, *PRECISIONS])
+        return PRECISIONS[dtype]
+    return resolve_dtype(dtype), None
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """A torch.device that exists here (ConfigError otherwise, naming what is available).
 

@@ -37,7 +37,8 @@ class Engine:
     weights, classes / classifier / xprompt / askg, backend, device, dtype, impl, arch, stca,
     trust_pickle, compile, cuda_graphs, batch_clips, memory_budget_mb, quantize: the predictor
     (:func:`~stdd_fast.predictor_factory.build_predictor`; defaults: CPU, fp32, the fastest exact
-    impl). ``sampling``: a :class:`SamplingConfig`, or its mode ("official" | "uniform") with
+    impl; ``dtype="fp8"``: bf16 weights, the STCA blocks' linear layers as fp8 GEMMs, opt-in).
+    ``sampling``: a :class:`SamplingConfig`, or its mode ("official" | "uniform") with
     ``num_views`` / ``num_frames`` / ``sampling_rate`` / ``target_fps``. ``decode``: a
     :class:`DecodeConfig`, or ``decode_backend`` / ``decode_workers`` / ``decode_threads`` /
     ``decode_batch``. Results are the same objects for every backend.
@@ -71,7 +72,7 @@ class Engine:
         trust_pickle: bool = False,
         backend: str = "auto",
         compile: bool | str = False,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | str = "auto",
         quantize: str | None = None,
     ) -> None:
         if not isinstance(sampling, SamplingConfig):
@@ -92,6 +93,7 @@ class Engine:
     backend = property(lambda self: self.predictor.backend)
     device = property(lambda self: self.predictor.device)
     dtype = property(lambda self: self.predictor.dtype)
+    linear_format = property(lambda self: getattr(self.predictor, "linear_format", None))  # "fp8" with dtype="fp8"
     impl = property(lambda self: self.predictor.impl)
     arch = property(lambda self: self.predictor.arch)
     image_size = property(lambda self: self.predictor.image_size)
@@ -115,8 +117,9 @@ class Engine:
 
     def __repr__(self) -> str:
         s = self.sampling
+        linear = f"linear_format={self.linear_format}, " if self.linear_format else ""
         return (
-            f"Engine(arch={self.arch.name}, backend={self.backend}, device={self.device}, dtype={self.dtype}, "
+            f"Engine(arch={self.arch.name}, backend={self.backend}, device={self.device}, dtype={self.dtype}, {linear}"
             f"impl={self.impl}, classes={len(self.classes)}, views={s.num_views}, frames={s.num_frames}, "
             f"batch_clips={self.batch_clips}, decode_backend={self.decode_backend})"
         )

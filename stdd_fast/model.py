@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
-from stdd_fast import ops
+from stdd_fast import fp8, ops
+from stdd_fast.choices import LINEAR_FORMATS
 from stdd_fast.config import ArchConfig, STCAConfig
-from stdd_fast.errors import ConfigError
+from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.stca.index import STCAIndex
 
 
@@ -21,7 +22,8 @@ class STCABlock(nn.Module):
     """A CLIP residual block run as STCA. Adds no parameters: its state-dict names are CLIP's.
 
     ``impl`` picks the implementation through :mod:`stdd_fast.ops`; every implementation computes
-    :func:`~stdd_fast.stca.reference.stca_block_reference`.
+    :func:`~stdd_fast.stca.reference.stca_block_reference`. ``linear_format`` ("fp8" or None, set by
+    :meth:`STDDModel.set_linear_format`) says which GEMMs the fused block's linear layers run.
     """
 
     def __init__(self, clip_block: nn.Module, index: STCAIndex, layer: int, impl: str = "reference") -> None:
@@ -36,6 +38,7 @@ class STCABlock(nn.Module):
         self.__dict__["index"] = index
         self.layer = layer
         self.impl = impl
+        self.linear_format: str | None = None
 
     def visible_tokens(self, batch: int, num_frames: int, device: torch.device) -> torch.Tensor:
         """This call's visible-token indices (draws from the global RNG in train/official modes)."""
@@ -71,7 +74,8 @@ def _layer_norms_in_fp32(module: nn.Module) -> None:
 class STDDModel(CLIP):
     """CLIP ViT whose visual blocks are STCA blocks (or plain CLIP blocks when ``stca is None``).
 
-    Attributes: ``arch`` (ArchConfig), ``stca`` (STCAConfig or None), ``logit_scale`` (log of tau).
+    Attributes: ``arch`` (ArchConfig), ``stca`` (STCAConfig or None), ``logit_scale`` (log of tau),
+    ``linear_format`` (None, or "fp8": :meth:`set_linear_format`).
     """
 
     def __init__(self, arch: ArchConfig, stca: STCAConfig | None = STCAConfig(), impl: str = "reference") -> None:
@@ -96,6 +100,7 @@ class STDDModel(CLIP):
         self.arch = arch
         self.stca = stca
         self.impl = ops.check_impl(impl)
+        self.linear_format: str | None = None
         if stca is not None:
             stca.check_fits(arch.vision_width, arch.grid, arch.name)
             self.stca_index = STCAIndex(stca, arch.grid, arch.vision_width, arch.vision_layers)
@@ -124,10 +129,31 @@ class STDDModel(CLIP):
 
     def set_impl(self, impl: str) -> STDDModel:
         """Switch every STCA block to ``impl`` ("reference" | "fused" | "triton" | "auto")."""
-        self.impl = ops.check_impl(impl)
+        ops.check_impl(impl)
+        if self.linear_format == "fp8":
+            fp8.check_impl(impl)
+        self.impl = impl
         for block in self.blocks:
             if isinstance(block, STCABlock):
                 block.impl = impl
+        return self
+
+    def set_linear_format(self, linear_format: str | None) -> STDDModel:
+        """Run the STCA blocks' linear layers (QKV, out-projections, MLP) as ``"fp8"`` GEMMs, or (None) in the
+        model's dtype; the weights are unchanged. What ``dtype="fp8"`` sets on a bf16 model (:mod:`stdd_fast.fp8`):
+        inference only, the fused or triton impl, a CPU or a CUDA device of compute capability >= 8.9.
+        """
+        if linear_format not in LINEAR_FORMATS:
+            raise choice_error("linear_format", linear_format, LINEAR_FORMATS)
+        if linear_format == "fp8":
+            if self.stca is None:
+                raise ConfigError("dtype='fp8' runs the STCA blocks' linear layers; this model has plain CLIP blocks")
+            fp8.check_impl(self.impl)
+            fp8.check_device(self.visual.conv1.weight.device)
+        self.linear_format = linear_format
+        for block in self.blocks:
+            if isinstance(block, STCABlock):
+                block.linear_format = linear_format
         return self
 
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:

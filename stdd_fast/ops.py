@@ -24,12 +24,12 @@ import os
 import torch
 from torch import nn
 
-from stdd_fast import head
+from stdd_fast import fp8, head
 from stdd_fast.choices import IMPLS
 from stdd_fast.deps import OPTIONAL
 from stdd_fast.errors import BackendUnavailableError, choice_error
 from stdd_fast.patch_embed import embeds_gemm
-from stdd_fast.stca.fused import stca_block_fused
+from stdd_fast.stca.fused import TORCH_PIECES, stca_block_fused
 from stdd_fast.stca.reference import stca_block_reference
 
 
@@ -76,15 +76,22 @@ def resolve_impl(impl: str, device: torch.device) -> str:
 
 
 def stca_block(block: nn.Module, x: torch.Tensor, visible: torch.Tensor, source_maps: torch.Tensor) -> torch.Tensor:
-    """Run one STCA block with the implementation ``block.impl`` names."""
+    """Run one STCA block with the implementation ``block.impl`` names, its linear layers in ``block.linear_format``
+    (``"fp8"``: the fused block's ``linear`` piece swapped for :func:`stdd_fast.fp8.linear`)."""
     impl = resolve_impl(block.impl, x.device)
+    if block.linear_format == "fp8":
+        fp8.check_impl(impl)
     if impl == "reference":
         return stca_block_reference(block, x, visible, source_maps)
     if impl == "fused":
-        return stca_block_fused(block, x, visible, source_maps)
-    from stdd_fast.triton_ops import TRITON_PIECES
+        pieces = TORCH_PIECES
+    else:
+        from stdd_fast.triton_ops import TRITON_PIECES
 
-    return stca_block_fused(block, x, visible, source_maps, TRITON_PIECES)
+        pieces = TRITON_PIECES
+    if block.linear_format == "fp8":
+        pieces = fp8.fp8_pieces(pieces)
+    return stca_block_fused(block, x, visible, source_maps, pieces)
 
 
 def embed_frames(visual: nn.Module, frames: torch.Tensor, impl: str) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch
 from stdd_fast.choices import BACKENDS
 from stdd_fast.classifier import Classifier, build_classifier
 from stdd_fast.config import ArchConfig
-from stdd_fast.devices import resolve_device, resolve_dtype
+from stdd_fast.cuda_graphs import resolve_cuda_graphs
+from stdd_fast.devices import resolve_device, resolve_precision
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.factory import FROM_CHECKPOINT, StcaChoice, load_model
 from stdd_fast.model import STDDModel
@@ -65,7 +66,7 @@ def auto_backend(model: STDDModel, device: torch.device, dtype: torch.dtype, imp
     blockers = [
         (dtype != torch.float32, f"dtype {dtype} (the ONNX Runtime path runs fp32)"),
         (impl != "auto", f"impl={impl!r} was asked for"),
-        (bool(compile) or cuda_graphs, "compile=/cuda_graphs= are torch options"),
+        (bool(compile) or cuda_graphs is True, "compile=/cuda_graphs= are torch options"),
         (model.stca is not None and model.stca.shuffle == "official", "a random STCA schedule"),
         (not all(available(m) for m in ("onnx", "onnxscript", "onnxruntime")), "onnx/onnxruntime are not installed"),
     ]
@@ -90,7 +91,7 @@ def build_predictor(
     stca: StcaChoice = FROM_CHECKPOINT,
     trust_pickle: bool = False,
     compile: bool | str = False,
-    cuda_graphs: bool = False,
+    cuda_graphs: bool | str = "auto",
     batch_clips: int | None = None,
     memory_budget_mb: float = 1024.0,
     num_frames: int = 8,
@@ -108,20 +109,28 @@ def build_predictor(
     checked against it). ``"onnxruntime"`` with a checkpoint or model: the encoder runs in ONNX Runtime from the
     graph cache (CPU, fp32) and the classes are scored in PyTorch
     (:class:`~stdd_fast.export.encoder_predictor.OnnxEncoderPredictor`). ``num_frames``: the clip length the
-    memory budget is sized for (torch takes any T).
+    memory budget is sized for (torch takes any T). ``dtype="fp8"``: bf16 weights with the STCA blocks' linear
+    layers as fp8 GEMMs (:mod:`stdd_fast.fp8`; opt-in, inference only): the torch backend only (``"auto"`` picks it).
     """
     if backend not in BACKENDS:
         raise choice_error("backend", backend, BACKENDS)
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    resolve_cuda_graphs(cuda_graphs, torch.device("cpu"), compile, None)  # the value is checked for every backend
+    precision = dtype  # as given: TorchPredictor takes "fp8" too
+    device, (dtype, linear_format) = resolve_device(device), resolve_precision(dtype)
     exported_file = isinstance(weights, str | Path) and Path(weights).suffix in (".onnx", ".plan")
     if backend == "auto" and exported_file:  # an exported file runs in its own runtime
         backend = "onnxruntime" if Path(weights).suffix == ".onnx" else "tensorrt"
+    if linear_format is not None and backend in ("onnxruntime", "tensorrt"):
+        raise ConfigError(
+            f"dtype={precision!r} runs the STCA blocks' linear layers as {linear_format} GEMMs in PyTorch, which "
+            f"backend={backend!r} cannot: use backend='torch' (or 'auto') with a checkpoint or a model"
+        )
     if (backend in ("onnxruntime", "tensorrt") and exported_file) or backend == "tensorrt":
         from stdd_fast.export.predictor import ExportedPredictor
 
         if not isinstance(weights, str | Path):
             raise ConfigError(f"backend={backend!r} takes the path of an exported model; got {type(weights).__name__}")
-        if classes is not None or xprompt is not None or askg is not None or compile or cuda_graphs:
+        if classes is not None or xprompt is not None or askg is not None or compile or cuda_graphs is True:
             raise ConfigError(
                 f"backend={backend!r}: the classifier is baked into {weights}; pass classifier= to check it, not "
                 "classes=/xprompt=/askg= (and compile=/cuda_graphs= apply to the torch backend only)"
@@ -150,6 +159,8 @@ def build_predictor(
         raise ConfigError(f"weights must be a checkpoint path or an STDDModel; got {type(weights).__name__}")
     clf = _classifier(model, classes, classifier, xprompt, askg)
     choice = f"backend={backend!r}"
+    if backend == "auto" and linear_format is not None:
+        backend, choice = "torch", f"auto with dtype={precision!r}: torch (fp8 swaps the fused block's linear piece)"
     if backend == "auto":
         backend, choice = auto_backend(model, device, dtype, impl, compile, cuda_graphs)
     if backend == "fastest":
@@ -174,7 +185,7 @@ def build_predictor(
     if backend == "onnxruntime":
         from stdd_fast.export.encoder_predictor import OnnxEncoderPredictor
 
-        if impl not in ("auto", "fused") or compile or cuda_graphs or device.type != "cpu":
+        if impl not in ("auto", "fused") or compile or cuda_graphs is True or device.type != "cpu":
             raise ConfigError(
                 "backend='onnxruntime' on a checkpoint runs the fused encoder on the CPU, without "
                 "compile=/cuda_graphs=; use backend='torch' for those"
@@ -194,7 +205,7 @@ def build_predictor(
         clf,
         impl=impl,
         device=device,
-        dtype=dtype,
+        dtype=precision,
         compile=compile,
         cuda_graphs=cuda_graphs,
         batch_clips=batch_clips,

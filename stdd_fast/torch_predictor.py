@@ -9,7 +9,8 @@ import torch
 from stdd_fast.choices import COMPILE_MODES
 from stdd_fast.classifier import Classifier
 from stdd_fast.config import ArchConfig
-from stdd_fast.cuda_graphs import CudaGraphed
+from stdd_fast.cuda_graphs import CudaGraphed, resolve_cuda_graphs
+from stdd_fast.devices import resolve_precision
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.model import STDDModel
 from stdd_fast.predictor import Prediction, check_clips
@@ -54,9 +55,14 @@ class TorchPredictor(ScoresWithSlot):
     """Clips [B, T, 3, S, S] -> (logits [B, K] | None, frame embeddings [B, T, D]) with a PyTorch model.
 
     model: an :class:`STDDModel` (moved to ``device`` / ``dtype`` in place; its impl set to ``impl``).
+    ``dtype``: a torch dtype or its name, or ``"fp8"`` (bf16 weights, the STCA blocks' linear layers as
+    fp8 GEMMs, :mod:`stdd_fast.fp8`: not the reference impl); ``dtype`` then reads bfloat16 and
+    ``linear_format`` "fp8" (None otherwise).
     classifier: a :class:`Classifier` (None: embeddings only); scores use the model's own
     ``logit_scale``. ``compile``: ``torch.compile`` the encoder (True = mode "default", or a mode
-    name). ``cuda_graphs``: replay the encoder from a CUDA graph per input shape (CUDA only).
+    name). ``cuda_graphs``: replay the encoder from a CUDA graph per input shape (True: CUDA only;
+    ``"auto"``, the default: on CUDA without ``compile`` and with a deterministic STCA schedule,
+    :func:`~stdd_fast.cuda_graphs.resolve_cuda_graphs`; the attribute ``cuda_graphs`` says which).
     ``batch_clips`` clips per forward (None: as many as ``memory_budget_mb`` allows for
     ``num_frames``-frame clips); longer inputs run in chunks. Thread-safe for calls and for
     :meth:`set_classifier`: a call scores with the classifier it started with.
@@ -71,25 +77,28 @@ class TorchPredictor(ScoresWithSlot):
         *,
         impl: str = "auto",
         device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         compile: bool | str = False,
-        cuda_graphs: bool = False,
+        cuda_graphs: bool | str = "auto",
         batch_clips: int | None = None,
         memory_budget_mb: float = 1024.0,
         num_frames: int = 8,
     ) -> None:
         if not isinstance(compile, bool) and compile not in COMPILE_MODES:
             raise choice_error("compile", compile, (True, False, *COMPILE_MODES))
-        if not isinstance(cuda_graphs, bool):
-            raise ConfigError(f"cuda_graphs={cuda_graphs!r}: must be True or False")
-        if cuda_graphs and compile == "reduce-overhead":
-            raise ConfigError("compile='reduce-overhead' already replays CUDA graphs: drop cuda_graphs=True")
         self.device = torch.device(device)
+        shuffle = model.stca.shuffle if model.stca is not None else None
+        if cuda_graphs is True and compile == "reduce-overhead":
+            raise ConfigError("compile='reduce-overhead' already replays CUDA graphs: drop cuda_graphs=True")
+        self.cuda_graphs = resolve_cuda_graphs(cuda_graphs, self.device, compile, shuffle)
+        dtype, self.linear_format = resolve_precision(dtype)
         self.dtype = dtype
         # the text tower's identity, taken at full precision (a classifier must come from the same tower)
         full_precision = all(p.dtype == torch.float32 for p in model.parameters())
         self.text_tower = text_tower_fingerprint(model) if full_precision else None
-        self.model = model.to(device=self.device, dtype=dtype).eval().set_impl(impl)
+        # the linear format last: it checks the impl and the device it will run on
+        model = model.to(device=self.device, dtype=dtype).eval().set_linear_format(None).set_impl(impl)
+        self.model = model.set_linear_format(self.linear_format)
         self.impl = model.impl
         self.arch = model.arch
         self.image_size = model.arch.image_size
@@ -101,7 +110,7 @@ class TorchPredictor(ScoresWithSlot):
         encoder = model.encode_video
         if compile:
             encoder = _eager_first(encoder, torch.compile(encoder, mode="default" if compile is True else compile))
-        self._encoder = CudaGraphed(encoder, self.device) if cuda_graphs else encoder
+        self._encoder = CudaGraphed(encoder, self.device) if self.cuda_graphs else encoder
         self._slot = ClassifierSlot(self.device, model.arch.embed_dim, self.text_tower)
         self._slot.set(classifier)
 
@@ -121,7 +130,8 @@ class TorchPredictor(ScoresWithSlot):
 
     def __repr__(self) -> str:
         k = 0 if self.classes is None else len(self.classes)
+        linear = f"linear_format={self.linear_format}, " if self.linear_format else ""
         return (
-            f"TorchPredictor({self.arch.name}, impl={self.impl}, device={self.device}, dtype={self.dtype}, "
+            f"TorchPredictor({self.arch.name}, impl={self.impl}, device={self.device}, dtype={self.dtype}, {linear}"
             f"classes={k}, batch_clips={self.batch_clips})"
         )

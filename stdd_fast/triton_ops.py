@@ -1,9 +1,9 @@
 """The Triton pieces: each kernel of :mod:`stdd_fast.kernels` as a drop-in for its PyTorch piece.
 
-For each stem X (``layer_norm``, ``residual_layer_norm``, ``sparse_attention``, ``scatter_residual``,
-``score``): ``X`` here runs the kernel ``stdd_fast.kernels.X`` in place of the PyTorch piece
-(``stdd_fast.stca.pieces.X``, or ``stdd_fast.head.score``), directly in eager inference or as the
-custom op ``stdd_fast::X``.
+For each stem X (``linear``, ``layer_norm``, ``residual_layer_norm``, ``sparse_attention``,
+``scatter_residual``, ``score``): ``X`` here runs the kernel ``stdd_fast.kernels.X`` in place of the
+PyTorch piece (``stdd_fast.stca.pieces.X``, or ``stdd_fast.head.score``), directly in eager
+inference or as the custom op ``stdd_fast::X``.
 
 The policy lives here, not in the kernels:
 
@@ -12,11 +12,16 @@ The policy lives here, not in the kernels:
   same function) with one warning; a sparse-attention tile that does not fit tries the blocked
   kernel first;
 * **fp32 on a GPU** runs the sparse attention in PyTorch (:func:`kernel_runs_sparse_attention`);
+* **which GEMM** ``linear`` runs: ``STDD_GEMM`` (read once, at import) or :func:`use_gemm` chooses
+  ``"cublas"``, the default (the PyTorch piece: what the encoder timings measured), or ``"triton"``
+  (the Triton GEMM with the bias and activation in its epilogue, in every dtype; not yet measured
+  against cuBLAS on a GPU: ``benchmarks/gpu_check.py --only gemm-bf16`` times both);
 * **how a call reaches the kernel**: eager inference calls the launcher directly (the custom-op
   layer costs ~20 us a call); under autograd or ``torch.compile`` the call goes through the custom
   op, which is opaque to the compiler (its fake gives the shapes), captures into CUDA graphs and
-  differentiates by recomputing the PyTorch piece. Under ``torch.compile`` the two LayerNorms are
-  traced as PyTorch, so inductor fuses them with their neighbours.
+  differentiates by recomputing the PyTorch piece. Under ``torch.compile`` the two LayerNorms and
+  ``linear`` (whichever GEMM is chosen) are traced as PyTorch, so inductor fuses them with their
+  neighbours.
 
 Importing this module imports triton: :mod:`stdd_fast.ops` imports it only when ``impl`` resolves
 to ``"triton"``.
@@ -24,6 +29,7 @@ to ``"triton"``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -31,12 +37,37 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from stdd_fast import head, kernels
+from stdd_fast.errors import choice_error
 from stdd_fast.stca import pieces
 from stdd_fast.stca.fused import FusedPieces
 from stdd_fast.stca.pieces import SparseProjection
 
 # (stem, dtype, shape) -> why that launch cannot run on this GPU; those calls run the PyTorch piece
 UNLAUNCHABLE: dict[tuple, str] = {}
+GEMMS = ("cublas", "triton")  # what ``linear`` runs: the PyTorch piece (cuBLAS on CUDA), the Triton GEMM
+
+
+def gemm_from_environment() -> str:
+    """The GEMM ``STDD_GEMM`` names (default ``"cublas"``); ConfigError naming the valid ones otherwise."""
+    kind = os.environ.get("STDD_GEMM", "cublas")
+    if kind not in GEMMS:
+        raise choice_error("STDD_GEMM", kind, GEMMS)
+    return kind
+
+
+_gemm = gemm_from_environment()
+
+
+def use_gemm(kind: str) -> str:
+    """Make ``linear`` run ``kind`` (one of ``GEMMS``) from now on; returns the previous choice (to restore it).
+
+    A CUDA graph keeps the GEMM it captured; under ``torch.compile`` ``linear`` is the PyTorch piece either way.
+    """
+    global _gemm
+    if kind not in GEMMS:
+        raise choice_error("GEMM", kind, GEMMS)
+    previous, _gemm = _gemm, kind
+    return previous
 
 
 def _guarded(stem: str, like: torch.Tensor, kernel: Callable, fallback: Callable, instead: str = "its PyTorch piece"):
@@ -57,18 +88,41 @@ def _guarded(stem: str, like: torch.Tensor, kernel: Callable, fallback: Callable
         return fallback()
 
 
+FP32_SPARSE_ATTENTION = ("pytorch", "tf32x3")  # fp32 sparse attention on a GPU: the PyTorch path, the tf32x3 kernel
+_fp32_sparse_attention = "pytorch"
+
+
+def use_fp32_sparse_attention(kind: str) -> str:
+    """How fp32 sparse attention runs on a GPU from now on (one of ``FP32_SPARSE_ATTENTION``); returns the previous.
+
+    ``"pytorch"`` (the default, measured) or ``"tf32x3"``: the kernel with three-TF32 dots, fp32-accurate
+    on tensor cores, not yet timed on a GPU (``benchmarks/gpu_check.py --only fp32`` times both).
+    """
+    global _fp32_sparse_attention
+    if kind not in FP32_SPARSE_ATTENTION:
+        raise choice_error("fp32 sparse attention", kind, FP32_SPARSE_ATTENTION)
+    previous, _fp32_sparse_attention = _fp32_sparse_attention, kind
+    return previous
+
+
 def kernel_runs_sparse_attention(x: torch.Tensor) -> bool:
     """Whether the sparse path of a block on ``x`` runs the Triton kernel (else its PyTorch piece).
 
-    Not in fp32 on a GPU: there the kernel's ``tl.dot`` is exact fp32 (``input_precision="ieee"``),
-    which runs on FMA units, not tensor cores, and its tiles spill 10-12 KB of stack per thread. On
+    Not in fp32 on a GPU, by default: there the kernel's exact fp32 ``tl.dot`` (``input_precision="ieee"``)
+    runs on FMA units, not tensor cores, and its tiles spill 10-12 KB of stack per thread. On
     an H100 one fp32 launch over 16 ViT-B/16 frames took 4.05 ms where bf16 took 0.072 ms, and
     20.97 ms against 0.093 ms at ViT-L/14 (``benchmarks/results/gpu_check_h100_run3.json``,
     ``launch_tuning``). fp32 on a GPU therefore runs the PyTorch sparse path (cuBLAS and SDPA), the
-    function the kernel computes. Triton's interpreter (CPU) keeps running the kernel in fp32, the
-    one dtype it computes correctly, so the tests check the kernel's arithmetic there.
+    function the kernel computes, unless :func:`use_fp32_sparse_attention` chose ``"tf32x3"``.
+    Triton's interpreter (CPU) keeps running the kernel in fp32, the one dtype it computes
+    correctly, so the tests check the kernel's arithmetic there.
     """
-    return x.dtype != torch.float32 or not x.is_cuda
+    return x.dtype != torch.float32 or not x.is_cuda or _fp32_sparse_attention == "tf32x3"
+
+
+def _fp32_dot(x: torch.Tensor) -> str:
+    """The kernel's fp32 dot precision on ``x``: tf32x3 on a GPU (the only way it runs fp32 there), else exact."""
+    return "tf32x3" if x.is_cuda else "ieee"
 
 
 # -- each stem's kernel with its fallback ----------------------------------------------------------------
@@ -85,14 +139,18 @@ def _sparse_attention_kernel(qkv, x, mean, rstd, visible, source_maps, proj: Spa
         return _guarded(
             "sparse_attention (blocked)",
             x,
-            lambda: kernels.sparse_attention(*plain, blocked=True),
+            lambda: kernels.sparse_attention(*plain, blocked=True, fp32_dot=_fp32_dot(x)),
             lambda: pieces.sparse_attention(*args),
         )
 
     if not kernels.fits_one_tile(visible.shape[2]):
         return blocked()
     return _guarded(
-        "sparse_attention", x, lambda: kernels.sparse_attention(*plain), blocked, instead="the blocked sparse kernel"
+        "sparse_attention",
+        x,
+        lambda: kernels.sparse_attention(*plain, fp32_dot=_fp32_dot(x)),
+        blocked,
+        instead="the blocked sparse kernel",
     )
 
 
@@ -101,6 +159,11 @@ def _scatter_residual_kernel(full, mlp, x, sparse_proj, visible, source_maps):
     return _guarded(
         "scatter_residual", x, lambda: kernels.scatter_residual(*args), lambda: pieces.scatter_residual(*args)
     )
+
+
+def _linear_kernel(x, weight, bias, activation):
+    args = (x, weight, bias, activation)
+    return _guarded("linear", x, lambda: kernels.linear(*args), lambda: pieces.linear(*args))
 
 
 def _layer_norm_kernel(x, weight, bias, eps):
@@ -127,7 +190,7 @@ def _register(stem: str, launch: Callable, fake: Callable, piece: Callable, tens
     """``launch`` as the custom op ``stdd_fast::<stem>``: ``fake`` gives its shapes, autograd recomputes ``piece``.
 
     ``launch``'s type annotations are the op's schema; its first ``tensor_inputs`` arguments are the
-    tensors the backward differentiates (the rest are constants).
+    tensors the backward differentiates (the rest are constants); an optional one may be None.
     """
     op = torch.library.custom_op(f"stdd_fast::{stem}", mutates_args=())(launch)
     op.register_fake(fake)
@@ -139,13 +202,17 @@ def _register(stem: str, launch: Callable, fake: Callable, piece: Callable, tens
     def backward(ctx, *grads_out):
         needs = ctx.needs_input_grad[:tensor_inputs]
         with torch.enable_grad():
-            leaves = [t.detach().requires_grad_(n) for t, n in zip(ctx.saved_tensors, needs, strict=True)]
+            leaves = [
+                None if t is None else t.detach().requires_grad_(n)
+                for t, n in zip(ctx.saved_tensors, needs, strict=True)
+            ]
             outs = piece(*leaves, *ctx.constants)
             outs = outs if isinstance(outs, tuple) else (outs,)
             pairs = [(o, g) for o, g in zip(outs, grads_out, strict=True) if g is not None and o.requires_grad]
-            wanted = [t for t in leaves if t.requires_grad]
+            wanted = [t for t in leaves if t is not None and t.requires_grad]
             grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True))
-        return tuple(next(grads) if t.requires_grad else None for t in leaves) + (None,) * len(ctx.constants)
+        differentiated = tuple(next(grads) if t is not None and t.requires_grad else None for t in leaves)
+        return differentiated + (None,) * len(ctx.constants)
 
     op.register_autograd(backward, setup_context=setup_context)
     return op
@@ -188,6 +255,12 @@ def _scatter_residual_launch(
     return _scatter_residual_kernel(full, mlp, x, sparse_proj, visible, source_maps)
 
 
+def _linear_launch(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None
+) -> torch.Tensor:
+    return _linear_kernel(x, weight, bias, activation)
+
+
 def _layer_norm_launch(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,6 +282,13 @@ def _stats_like(x: torch.Tensor) -> torch.Tensor:
 
 
 OPS = {
+    "linear": _register(
+        "linear",
+        _linear_launch,
+        lambda x, weight, *_: x.new_empty(*x.shape[:-1], weight.shape[0]),
+        pieces.linear,
+        3,
+    ),
     "sparse_attention": _register(
         "sparse_attention",
         _sparse_attention_launch,
@@ -255,6 +335,16 @@ def _eager_inference() -> bool:
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
+def linear(x, weight, bias, activation: str | None = None):
+    """Drop-in for :func:`stdd_fast.stca.pieces.linear`: the Triton GEMM with its epilogue where
+    :func:`use_gemm` chose ``"triton"``, else the piece (cuBLAS)."""
+    if _gemm != "triton" or torch.compiler.is_compiling():
+        return pieces.linear(x, weight, bias, activation)
+    if _eager_inference():
+        return _linear_kernel(x, weight, bias, activation)
+    return OPS["linear"](x, weight, bias, activation)
+
+
 def layer_norm(x, weight, bias, eps: float):
     """Drop-in for :func:`stdd_fast.stca.pieces.layer_norm` running the Triton kernel: (normed, mean, rstd)."""
     if weight is None or bias is None or torch.compiler.is_compiling():
@@ -297,6 +387,7 @@ def score(embeddings: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Te
 
 
 TRITON_PIECES = FusedPieces(
+    linear=linear,
     layer_norm=layer_norm,
     residual_layer_norm=residual_layer_norm,
     sparse_attention=sparse_attention,

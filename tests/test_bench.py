@@ -115,7 +115,7 @@ def test_unavailable_path_is_reported_not_fatal(tmp_path):
         (["--batch", "0"], "--batch '0': every value must be >= 1"),
         (["--video", "/nonexistent/clip.mp4"], "--video: no such file(s): /nonexistent/clip.mp4"),
         (["--arch", "ViT-X"], "unknown architecture 'ViT-X'"),
-        (["--dtype", "fp8"], "argument --dtype: invalid choice: 'fp8' (choose from 'auto', 'float32'"),
+        (["--dtype", "float8"], "argument --dtype: invalid choice: 'float8' (choose from 'auto', 'float32'"),
     ],
 )
 def test_bad_options_fail_with_one_clear_line(args, fragment):
@@ -139,4 +139,4 @@ def test_gpu_check_rejects_an_unknown_section(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2
-    assert "unknown section(s) fp23; the sections are peak,kernels," in done.stderr
+    assert "unknown section(s) fp23; the sections are peak,new-kernels,kernels," in done.stderr

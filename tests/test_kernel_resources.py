@@ -22,6 +22,7 @@ KERNELS = {
     "_sparse_attention_blocked_kernel",
     "_scatter_residual_kernel",
     "_score_kernel",
+    "_linear_kernel",
 }
 
 
@@ -48,10 +49,10 @@ def test_default_launches_compile_for_sm90_within_its_limits(tmp_path):
         assert 0 < launch["registers"] <= 255, launch
         assert launch["shared_bytes"] <= limit, launch
         assert launch["fits"] and launch["blocks_per_sm"] >= 1, launch
-    # bf16 attention runs on Hopper's tensor cores (wgmma); fp32 keeps IEEE products on FMA units
-    attention = {"_sparse_attention_kernel", "_sparse_attention_blocked_kernel"}
+    # bf16 attention and GEMMs run on Hopper's tensor cores (wgmma); fp32 keeps IEEE products on FMA units
+    dots = {"_sparse_attention_kernel", "_sparse_attention_blocked_kernel", "_linear_kernel"}
     for launch in launches:
-        if launch["kernel"] in attention:
+        if launch["kernel"] in dots:
             assert (launch["tensor_core_ops"] > 0) == (launch["dtype"] == "bf16"), launch
 
 

@@ -20,6 +20,7 @@ from triton_fixtures import (
 )
 
 from stdd_fast.config import ArchConfig
+from stdd_fast.errors import ConfigError
 from stdd_fast.numerics import FP32_MAX_REL, low_precision_bound, max_rel_err
 from stdd_fast.stca import pieces
 from stdd_fast.stca.pieces import sparse_attention_inputs
@@ -104,6 +105,25 @@ def test_blocked_kernel_takes_any_frame_size(grid, B, T):
     assert err <= FP32_MAX_REL
 
 
+@pytest.mark.parametrize("grid", [8, 16], ids=["one tile", "blocked"])
+def test_fp32_dot_precisions(grid):
+    """Both fp32 dot precisions compute the piece (the interpreter's dots are exact either way: the GPU test
+    measures tf32x3's rounding); anything else is refused by name."""
+    block, x, vis, src = block_inputs(grid, 2, 3, "seeded")
+    args, plain = _inputs(block, x, vis, src)
+    blocked = not kernels.fits_one_tile(vis.shape[2])
+    with torch.no_grad():
+        ref = pieces.sparse_attention(*args)
+        for fp32_dot in kernels.FP32_DOTS:
+            out = _poisoned(x, vis)
+            kernels.sparse_attention(*plain, blocked=blocked, out=out, fp32_dot=fp32_dot)
+            assert report(f"sparse_attention kernel, {_kind(vis)}, fp32_dot={fp32_dot}", max_rel_err(out, ref)) <= (
+                FP32_MAX_REL
+            )
+        with pytest.raises(ValueError, match=r"fp32_dot='tf32'; expected one of \('ieee', 'tf32x3'\)"):
+            kernels.sparse_attention(*plain, blocked=blocked, fp32_dot="tf32")
+
+
 def test_l14_frames_take_the_blocked_kernel():
     """1 + 128 rows (ViT-L/14) exceed the one-tile kernel: the blocked kernel runs them, through the triton path."""
     block, x, vis, src = block_inputs(16, 2, 2)
@@ -127,10 +147,10 @@ def test_a_tile_the_gpu_cannot_fit_runs_the_blocked_kernel(monkeypatch):
     real = kernels.sparse_attention
     too_big = {"tile"}
 
-    def launch(*args, blocked=False):
+    def launch(*args, blocked=False, fp32_dot="ieee"):
         if ("blocked" if blocked else "tile") in too_big:
             raise OutOfResources(300_000, 101_376, "shared memory")
-        return real(*args, blocked=blocked)
+        return real(*args, blocked=blocked, fp32_dot=fp32_dot)
 
     monkeypatch.setattr(kernels, "sparse_attention", launch)
     monkeypatch.setattr(triton_ops, "UNLAUNCHABLE", {})
@@ -159,6 +179,14 @@ def test_fp32_sparse_attention_on_a_gpu_runs_pytorch():
     assert not on("cuda", torch.float32)
     assert on("cuda", torch.bfloat16) and on("cuda", torch.float16)
     assert on("cpu", torch.float32)  # Triton's interpreter: the kernel's arithmetic is checked in fp32
+    previous = triton_ops.use_fp32_sparse_attention("tf32x3")  # the kernel with three-TF32 dots, when chosen
+    try:
+        assert previous == "pytorch" and on("cuda", torch.float32)
+        with pytest.raises(ConfigError, match=r"'ieee'.*'pytorch', 'tf32x3'"):
+            triton_ops.use_fp32_sparse_attention("ieee")
+    finally:
+        triton_ops.use_fp32_sparse_attention(previous)
+    assert not on("cuda", torch.float32)
 
 
 def test_custom_op_passes_opcheck():
@@ -208,3 +236,27 @@ def test_kernel_in_each_dtype_on_gpu(arch, dtype_name):
             kernels.sparse_attention(*plain, blocked=blocked, out=groups[group], heads_per_program=group)
     report(f"{tag}: every head grouping, max abs difference", max_abs_difference(out, groups.values()))
     assert all(torch.equal(again, out) for again in groups.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["ViT-B-16", L14_ONE_BLOCK], ids=["B16-one-tile", "L14-blocked"])
+def test_tf32x3_kernel_is_exact_fp32_on_gpu(arch):
+    """fp32 with ``fp32_dot="tf32x3"`` (three TF32 tensor-core products per dot) vs the fp32 piece, within the fp32
+    row of the tolerance table; every head grouping gives the same bits."""
+    block, x32 = gpu_block(arch, frames=8)
+    vis, src = block.visible_tokens(2, 8, DEVICE), block.index.source_maps(8, DEVICE)
+    blocked = not kernels.fits_one_tile(vis.shape[2])
+    args, plain = _inputs(block, x32, vis, src)
+    tag = f"sparse_attention kernel {'blocked' if blocked else 'one tile'} fp32 tf32x3"
+    with torch.no_grad():
+        exact = pieces.sparse_attention(*args)
+        out = _poisoned(x32, vis)
+        kernels.sparse_attention(*plain, blocked=blocked, out=out, fp32_dot="tf32x3")
+        assert report(f"{tag} vs fp32 piece", max_rel_err(out, exact)) <= FP32_MAX_REL
+        groups = []
+        for group in head_groups(block.attn.num_heads, tf32x3_tile=not blocked):
+            groups.append(_poisoned(x32, vis))
+            kernels.sparse_attention(
+                *plain, blocked=blocked, out=groups[-1], heads_per_program=group, fp32_dot="tf32x3"
+            )
+    assert all(torch.equal(again, out) for again in groups)

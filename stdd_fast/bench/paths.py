@@ -12,11 +12,17 @@ in ONNX Runtime from the graph cache, the head in PyTorch: ``build_predictor(bac
 the faster of ``fused`` and ``onnxruntime:fused``, measured once per machine); ``int8`` (opt-in,
 never a default: that encoder graph with its MatMul weights dynamically quantised to int8 by ONNX
 Runtime); and ``clip`` (plain CLIP with the same weights, no STCA: the floor STCA's extra work sits on).
+
+``fp8:<path>`` (e.g. ``fp8:fused``, ``fp8:triton``, ``fp8:graph:triton``; opt-in, not exact) runs a torch
+path with ``dtype="fp8"`` (bf16 weights, the STCA blocks' linear layers as fp8 GEMMs:
+:mod:`stdd_fast.fp8`) on its own copy of the model, so bf16 and fp8 rows land in one run against one
+fp32 reference; ``--dtype fp8`` runs every path so.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import tempfile
 from collections.abc import Callable
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from stdd_fast.errors import BackendUnavailableError, ConfigError
+from stdd_fast.fp8 import check_device as check_fp8_device
 from stdd_fast.model import STDDModel
 from stdd_fast.ops import resolve_impl
 from stdd_fast.torch_predictor import TorchPredictor
@@ -44,6 +51,7 @@ class BenchPath:
     name: str
     mode: str  # "eager" | "compile" | "autotune" | "graph" | "onnxruntime"
     impl: str  # STCA implementation the path runs ("reference" for onnxruntime: it traces that path)
+    dtype: str | None = None  # a precision other than the run's: "fp8" (the "fp8:" prefix)
 
     @property
     def flops_impl(self) -> str:
@@ -67,6 +75,8 @@ def all_path_names() -> list[str]:
 
 def parse_path(name: str) -> BenchPath:
     """A path name -> BenchPath; ConfigError naming the valid names otherwise."""
+    if name.startswith("fp8:"):
+        return dataclasses.replace(parse_path(name.removeprefix("fp8:")), name=name, dtype="fp8")
     if name in IMPLS:
         return BenchPath(name, "eager", name)
     if name in SPECIAL:
@@ -74,15 +84,19 @@ def parse_path(name: str) -> BenchPath:
     mode, _, impl = name.partition(":")
     if mode in MODES and impl in IMPLS:
         return BenchPath(name, mode, impl)
-    raise ConfigError(f"unknown path {name!r}; valid paths: {', '.join(all_path_names())}")
+    raise ConfigError(f"unknown path {name!r}; valid paths: {', '.join(all_path_names())} (and fp8:<path>)")
 
 
 def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype) -> str | None:
     """Why ``path`` cannot run here (None if it can)."""
     try:
         resolve_impl(path.impl, device)
-    except BackendUnavailableError as e:
+        if path.dtype == "fp8":
+            check_fp8_device(device)
+    except (BackendUnavailableError, ConfigError) as e:
         return str(e)
+    if path.dtype == "fp8" and (path.impl == "reference" or path.mode in ("onnxruntime", "int8", "clip")):
+        return "fp8 swaps the fused STCA block's linear piece (PyTorch): the fused and triton paths only"
     if path.mode == "graph" and device.type != "cuda":
         return "CUDA graphs need a CUDA device"
     if path.mode == "autotune" and device.type != "cuda":
@@ -102,8 +116,12 @@ def build_predictor(
 
     Eager and graph paths run ``model`` itself, set to the path's impl (callers alternating paths that
     share it set the impl again before each call); compiled paths trace a copy (a traced impl must not
-    change under them); ``onnxruntime`` exports ``model`` with ``classifier`` baked in to ``workdir``.
+    change under them); ``onnxruntime`` exports ``model`` with ``classifier`` baked in to ``workdir``;
+    ``fp8:`` paths run a copy (the shared model keeps its dtype and linear format).
     """
+    dtype = example.dtype
+    if path.dtype is not None:
+        model, dtype = copy.deepcopy(model), path.dtype
     if (path.mode == "onnxruntime" and path.impl == "fused") or path.mode == "int8":
         from stdd_fast.predictor_factory import build_predictor
 
@@ -128,14 +146,14 @@ def build_predictor(
         from stdd_fast.predictor_factory import build_predictor
 
         return build_predictor(
-            model, classifier=classifier, device=example.device, dtype=example.dtype, num_frames=example.shape[1],
+            model, classifier=classifier, device=example.device, dtype=dtype, num_frames=example.shape[1],
             batch_clips=example.shape[0],
         )  # fmt: skip
     if path.mode == "clip":
         plain = STDDModel(model.arch, stca=None).to(example.device)
         plain.load_state_dict(model.state_dict())
         return TorchPredictor(plain.eval(), impl="reference", device=example.device, batch_clips=example.shape[0])
-    options = dict(impl=path.impl, device=example.device, dtype=example.dtype, batch_clips=example.shape[0])
+    options = dict(impl=path.impl, device=example.device, dtype=dtype, batch_clips=example.shape[0])
     if path.mode in COMPILE_MODES:
         return TorchPredictor(copy.deepcopy(model), compile=COMPILE_MODES[path.mode], **options)
     return TorchPredictor(model, cuda_graphs=path.mode == "graph", **options)

@@ -46,7 +46,8 @@ def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
             "--dtype",
             default="auto",
             choices=("auto", *DTYPE_NAMES),
-            help="model dtype; auto: bf16 on a GPU, float32 on the CPU (default auto)",
+            help="model dtype; auto: bf16 on a GPU, float32 on the CPU (default auto); fp8 (opt-in, not exact): bf16 "
+            "weights with the STCA blocks' linear layers as fp8 GEMMs (Ada/Hopper GPUs; the torch backend)",
         )
 
 
