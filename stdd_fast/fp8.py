@@ -42,7 +42,7 @@ import torch
 
 from stdd_fast.errors import ConfigError
 from stdd_fast.stca.fused import FusedPieces, folded
-from stdd_fast.stca.pieces import ACTIVATIONS
+from stdd_fast.stca.pieces import ACTIVATIONS, activate
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max  # 448: a row's largest magnitude maps here
@@ -118,7 +118,7 @@ def linear(
     x [..., K] is quantised per token, W [N, K] per output channel (cached); the product accumulates
     in fp32 and is rounded to bf16, then the bias and the activation follow. Inference only.
     """
-    if activation not in ACTIVATIONS:
+    if activation not in ACTIVATIONS:  # before any work: a bad name fails fast
         raise ValueError(f"linear: activation={activation!r}; expected one of {ACTIVATIONS}")
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         raise ConfigError(
@@ -130,11 +130,7 @@ def linear(
     out = torch._scaled_mm(xq, w.values.t(), scale_a=x_scale, scale_b=w.scale, out_dtype=torch.bfloat16)  # [M, N]
     if bias is not None:
         out += bias
-    if activation == "silu":
-        out = torch.nn.functional.silu(out, inplace=True)
-    elif activation == "gelu":
-        out = torch.nn.functional.gelu(out)
-    return out.view(*x.shape[:-1], -1).to(x.dtype)
+    return activate(out, activation).view(*x.shape[:-1], -1).to(x.dtype)
 
 
 def fp8_pieces(pieces: FusedPieces) -> FusedPieces:

@@ -53,9 +53,14 @@ def linear(
     quantised GEMM (:mod:`stdd_fast.fp8`) replaces all of them in one place. Here the activation is
     a second pass over the rounded product, in place where autograd needs no input.
     """
+    return activate(F.linear(x, weight, bias), activation)
+
+
+def activate(out: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """``activation`` (one of :data:`ACTIVATIONS`) applied to a linear layer's result, in place where autograd
+    needs no input (every GEMM that leaves its activation as a second pass shares this)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear: activation={activation!r}; expected one of {ACTIVATIONS}")
-    out = F.linear(x, weight, bias)
     if activation == "silu":
         return F.silu(out, inplace=not out.requires_grad)
     if activation == "gelu":
