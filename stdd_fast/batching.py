@@ -9,7 +9,6 @@ gets a :class:`NonFiniteError` instead of results. Videos come out in the order 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from stdd_fast.devices import synchronize
 from stdd_fast.errors import NonFiniteError
 from stdd_fast.numerics import all_finite
 from stdd_fast.predictor import Predictor
+from stdd_fast.terminal import progress_bar
 from stdd_fast.video.loader import LoadedVideo
 
 
@@ -40,7 +40,7 @@ class PredictedVideo:
 
 def predict_videos(predictor: Predictor, videos: Iterable[LoadedVideo], progress=None) -> Iterator[PredictedVideo]:
     """Each loaded video with its predictor outputs, in order. ``progress``: a bar with ``update(n)``."""
-    bar = progress if progress is not None else _NoBar()
+    bar = progress if progress is not None else progress_bar(None, False, "", "video")
     pending: list[LoadedVideo] = []
     clips = 0
     for loaded in videos:
@@ -77,21 +77,3 @@ def _flush(predictor: Predictor, pending: list[LoadedVideo], bar) -> Iterator[Pr
     for v in pending:
         bar.update(1)
         yield done[id(v)]
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, progress: bool | None, desc: str):
-    """A tqdm bar when ``progress`` is True, or when it is None and stderr is a terminal; else a no-op."""
-    show = progress if progress is not None else sys.stderr.isatty()
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="video")

@@ -36,12 +36,15 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
 PRECISIONS: dict[str, tuple[torch.dtype, str]] = {"fp8": (torch.bfloat16, "fp8")}
 
 
-def resolve_precision(dtype: torch.dtype | str) -> tuple[torch.dtype, str | None]:
+def resolve_precision(dtype: torch.dtype | str, device: torch.device | None = None) -> tuple[torch.dtype, str | None]:
     """(model dtype, linear format) of a dtype or precision name: ``"fp8"`` -> (bfloat16, "fp8") (:mod:`stdd_fast.fp8`),
-    ``"bf16"`` or ``torch.bfloat16`` -> (bfloat16, None): the linear layers run in the model's dtype."""
+    ``"bf16"`` or ``torch.bfloat16`` -> (bfloat16, None): the linear layers run in the model's dtype; ``"auto"``:
+    :func:`default_dtype` of ``device`` (the CPU when None)."""
+    if isinstance(dtype, str) and dtype == "auto":
+        return default_dtype(device or torch.device("cpu")), None
     if isinstance(dtype, str) and dtype not in DTYPES:
         if dtype not in PRECISIONS:
-            raise choice_error("dtype", dtype, [*DTYPES, *PRECISIONS])
+            raise choice_error("dtype", dtype, ["auto", *DTYPES, *PRECISIONS])
         return PRECISIONS[dtype]
     return resolve_dtype(dtype), None
 

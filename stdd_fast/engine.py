@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.batching import predict_videos, progress_bar
+from stdd_fast.batching import predict_videos
 from stdd_fast.choices import ON_ERRORS
 from stdd_fast.classifier import Classifier
 from stdd_fast.config import ArchConfig
@@ -27,6 +27,7 @@ from stdd_fast.head import rank_views
 from stdd_fast.predictor_factory import build_predictor
 from stdd_fast.results import Timings, VideoResult, WindowResult
 from stdd_fast.stream import Source, StreamConfig, WindowStream
+from stdd_fast.terminal import progress_bar
 from stdd_fast.video.loader import DecodeConfig, VideoInput, VideoLoader
 from stdd_fast.video.sampling import SamplingConfig
 
@@ -142,7 +143,7 @@ class Engine:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"top_k={top_k!r}: must be an int >= 1")
         items = _as_list(videos)
-        bar = progress_bar(len(items), progress, "classifying")
+        bar = progress_bar(len(items), progress, "classifying", "video")
         try:
             for p in predict_videos(self.predictor, self.loader.load(items), bar):
                 yield self._video_result(p, top_k)
@@ -179,7 +180,7 @@ class Engine:
         if on_error not in ON_ERRORS:
             raise choice_error("on_error", on_error, ON_ERRORS)
         items = _as_list(videos)
-        bar = progress_bar(len(items), progress, "embedding")
+        bar = progress_bar(len(items), progress, "embedding", "video")
         out: list[torch.Tensor | StddError] = []
         try:
             for p in predict_videos(self.predictor, self.loader.load(items), bar):

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stdd_fast.terminal import progress_bar
+
 TEXT_TOWER_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
 
 
@@ -31,14 +33,13 @@ def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256, 
     unique = list(dict.fromkeys(texts))
     device = model.token_embedding.weight.device
     chunks = range(0, len(unique), batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        chunks = tqdm(chunks, desc="encoding prompts", unit="batch")
+    bar = progress_bar(len(chunks), progress, "encoding prompts", "batch")
     out = []
     for start in chunks:
         tokens = tokenize(unique[start : start + batch_size], model.context_length).to(device)
         out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
+        bar.update(1)
+    bar.close()
     table = torch.cat(out) if out else torch.empty(0, model.text_projection.shape[1])
     position = {s: i for i, s in enumerate(unique)}
     return table[torch.tensor([position[s] for s in texts], dtype=torch.long, device=table.device)]

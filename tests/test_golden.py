@@ -4,9 +4,10 @@ Fixed seeds throughout: a tiny and a ViT-B/16-like model (14 x 14 patch grid), e
 (reference, fused, triton under the interpreter) in every mode (eval shuffle none / seeded /
 official, train-mode masks), the scoring head, ``Engine.classify`` and ``Engine.stream`` on real
 recorded clips, and an ONNX export run in ONNX Runtime. The outputs are in ``golden/outputs.json``
-(float32 bytes, base64). On the platform that wrote them (same torch build, CPU capability and CPU vendor)
-they must match bit for bit; elsewhere BLAS kernels may round differently, and they must match
-within the tolerance table (fp32 max rel err <= 1e-5), the measured error printed either way.
+(float32 bytes, base64). On the platform that wrote them (same torch build, CPU capability, CPU vendor and
+the instruction-set tier BLAS libraries dispatch on) they must match bit for bit; elsewhere BLAS kernels may
+round differently, and they must match within the tolerance table (fp32 max rel err <= 1e-5), the measured
+error printed either way.
 
 Regenerate (only when a change is meant to change results, and say so in the commit):
 ``STDD_WRITE_GOLDEN=1 pytest tests/test_golden.py``.
@@ -44,8 +45,17 @@ def _cpu_vendor() -> str:
     return "unknown vendor"
 
 
+def _isa_tier() -> str:
+    """The newest matrix instructions the CPU has: OpenBLAS (numpy, the Triton interpreter's dots) and MKL pick
+    their kernels by them, so two Intel CPUs of one AVX512 capability round differently (Sapphire Rapids: AMX)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return next((tier for tier in ("amx_tile", "avx512_bf16", "avx512f", "avx2") if tier in flags), "baseline")
+
+
 def _platform() -> str:
-    return f"torch {torch.__version__} / {torch.backends.cpu.get_cpu_capability()} / {_cpu_vendor()}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"torch {torch.__version__} / {capability} / {_cpu_vendor()} / {_isa_tier()}"
 
 
 def _pack(t: torch.Tensor) -> dict:

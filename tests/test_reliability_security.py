@@ -204,3 +204,41 @@ def test_stdd_export_model_name_escape_is_a_usage_error(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Triton model name" in proc.stderr
     assert not (tmp_path / "escaped").exists()
+
+
+# -- what reaches a terminal: user-controlled strings with their control characters made visible -----------------
+
+HOSTILE = "clip\x1b]0;owned\x07\x1b[2J\u202eevil\r\x9bX"
+RAW_CONTROLS = ["\x1b", "\x07", "\r", "\u202e", "\x9b"]
+
+
+def test_escape_makes_every_active_character_visible():
+    from stdd_fast.terminal import escape, escape_lines
+
+    shown = escape(HOSTILE + "\nnext\tcol")
+    assert not any(c in shown for c in [*RAW_CONTROLS, "\n", "\t"]), shown
+    assert shown == "clip\\x1b]0;owned\\x07\\x1b[2J\\u202eevil\\x0d\\x9bX\\nnext\\tcol"
+    assert escape_lines("a\nb\tc\x1b") == "a\nb\tc\\x1b"  # whole lines keep their newlines and tabs
+    assert escape("ordinary name, ümlaut, 日本") == "ordinary name, ümlaut, 日本"
+
+
+def test_no_raw_control_byte_reaches_the_terminal_from_a_command(tmp_path):
+    """Corpus files named with escape sequences: every line printed is escaped (class names with control
+    characters are refused when the classifier is built)."""
+    from video_fixtures import write_clip
+
+    from stdd_fast import create_model, save_checkpoint
+
+    weights = save_checkpoint(create_model("test-tiny", seed=0), tmp_path / "w.safetensors")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_clip(corpus / f"{HOSTILE}.mp4", 20, width=64, height=48)
+    (corpus / f"broken{HOSTILE}.mp4").write_bytes(b"not a video")
+    cmd = [*STDD, "classify", str(corpus), "--weights", str(weights), "--backend", "torch", "--views", "1",
+           "--classes", "run,jump", "--top-k", "2"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    print(result.stdout, result.stderr)
+    assert result.returncode == 1  # the broken file failed, the other was classified
+    for stream in (result.stdout, result.stderr):
+        assert not any(c in stream for c in RAW_CONTROLS), repr(stream)
+    assert "\\x1b]0;owned\\x07" in result.stdout and "\\x1b[2J" in result.stderr

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -358,14 +359,15 @@ def test_wrong_dtype_or_shape_is_named(served, files):
         grpc.close()
 
 
-def test_frames_model_loads_where_its_backend_exists(served, files):
+def test_frames_model_is_served_only_where_its_backend_exists(served, files):
     print(f"[measured] backends of the bundled tritonserver: {BACKENDS}")
     assert "python" in BACKENDS
     with httpclient.InferenceServerClient(served.http) as client:
-        assert {"stdd", "stdd_frames"} <= {m["name"] for m in client.get_model_repository_index()}
+        names = {m["name"] for m in client.get_model_repository_index()}
         if "onnxruntime" in BACKENDS:  # a real export was served: its scores are the ONNX Runtime ones
             from stdd_fast.export import OnnxRuntimeRunner
 
+            assert {"stdd", "stdd_frames"} <= names
             frames = np.random.default_rng(0).standard_normal((1, 8, 3, 32, 32)).astype(np.float32)
             x = httpclient.InferInput("frames", list(frames.shape), "FP32")
             x.set_data_from_numpy(frames)
@@ -373,14 +375,95 @@ def test_frames_model_loads_where_its_backend_exists(served, files):
             want = OnnxRuntimeRunner(files["dir"] / "frames.onnx")(frames)[0]
             np.testing.assert_allclose(scores, np.asarray(want), rtol=1e-5, atol=1e-5)
             return
-        assert any("stdd_frames is in the repository but not loaded" in line for line in served.output)
-        with pytest.raises(InferenceServerException, match="backend 'onnxruntime'"):
-            client.load_model("stdd_frames")  # the repository entry reaches the backend lookup, which fails
-    pytest.skip(
-        f"the bundled tritonserver has the backends {BACKENDS} only: stdd_frames (platform onnxruntime_onnx) "
-        "is in the repository and offered to the server, which cannot load it without the onnxruntime backend "
-        "(NVIDIA's tritonserver container has it)"
-    )
+    # the server loads every model of its repository: one it cannot load is left out, and said
+    assert names == {"stdd"} and not (served.repository / "stdd_frames").exists()
+    assert any("stdd_frames is not served: it needs Triton's onnxruntime backend" in line for line in served.output)
+
+
+def _post(url: str, body: bytes, content_type: str = "text/plain", headers: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, body, {"Content-Type": content_type, **(headers or {})}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def _code_loading_request(marker: Path) -> bytes:
+    """A model-repository load request carrying its own config and a model.py that writes ``marker``."""
+    import base64
+
+    config = {"name": "planted", "backend": "python", "max_batch_size": 0,
+              "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [1]}],
+              "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}]}  # fmt: skip
+    code = f"open({str(marker)!r}, 'w').write('imported')\nclass TritonPythonModel:\n    pass\n"
+    files = {"config": json.dumps(config), "file:1/model.py": base64.b64encode(code.encode()).decode()}
+    return json.dumps({"parameters": files}).encode()
+
+
+def test_clients_cannot_load_replace_or_unload_models(served, files, tmp_path):
+    """The model-repository API is closed: a load carrying Python (sent as a web page could send it, text/plain,
+    no preflight), a load replacing ``stdd``, and an unload are refused on HTTP and gRPC, and nothing is imported."""
+    marker = tmp_path / "the-server-ran-client-code"
+    base = f"http://{served.http}/v2/repository"
+    answers = {
+        "load planted": _post(f"{base}/models/planted/load", _code_loading_request(marker)),
+        "replace stdd": _post(f"{base}/models/stdd/load", _code_loading_request(marker)),
+        "unload stdd": _post(f"{base}/models/stdd/unload", b"{}"),
+        "shared memory": _post(
+            f"http://{served.http}/v2/systemsharedmemory/region/r/register",
+            json.dumps({"key": "/stdd-test", "offset": 0, "byte_size": 64}).encode(),
+            "application/json",
+        ),
+        "log settings": _post(f"http://{served.http}/v2/logging", b'{"log_verbose_level": 9}', "application/json"),
+    }
+    print(answers)
+    assert all(status >= 400 for status, _ in answers.values()), answers
+    with grpcclient.InferenceServerClient(served.grpc) as grpc:
+        for call in (lambda: grpc.unload_model("stdd"), lambda: grpc.load_model("stdd")):
+            with pytest.raises(InferenceServerException):
+                call()
+    time.sleep(1.0)  # a load would run the stub's import in the background
+    assert not marker.exists()
+    with httpclient.InferenceServerClient(served.http) as client:
+        assert client.is_model_ready("stdd") and not client.is_model_ready("planted")
+        assert _answer(client.infer("stdd", [_video_input(files)]))[0]  # still serving, the same model
+
+
+def _video_input(files):
+    video = httpclient.InferInput("VIDEO", [1, 1], "BYTES")
+    video.set_data_from_numpy(np.array([[files["clips"]["written.mp4"].read_bytes()]], dtype=np.object_))
+    return video
+
+
+def test_model_control_is_the_operators_choice(files, tmp_path):
+    """The flags each mode gives tritonserver; a repository holding other models is refused without control."""
+    from stdd_fast.errors import ConfigError
+    from stdd_fast.serve.server import TritonServer
+
+    binary = find_tritonserver()
+    (tmp_path / "repo" / "stdd").mkdir(parents=True)
+    closed = TritonServer(binary, tmp_path / "repo", workdir=tmp_path / "w1")
+    command = closed.command()
+    assert "--model-control-mode=none" in command and not any(c.startswith("--load-model") for c in command)
+    restricted = next(c for c in command if c.startswith("--http-restricted-api="))
+    assert restricted.startswith("--http-restricted-api=shared-memory,trace,logging:stdd-admin-key=")
+    assert any(c.startswith("--grpc-restricted-protocol=shared-memory,trace,logging:") for c in command)
+    (tmp_path / "repo" / "other").mkdir()
+    with pytest.raises(ConfigError, match=r"also holds \['other'\]"):
+        closed.check_repository()
+    key = "k" * 20
+    opened = TritonServer(binary, tmp_path / "repo", workdir=tmp_path / "w2", admin_key=key).command()
+    assert "--model-control-mode=explicit" in opened and "--load-model=stdd" in opened
+    assert f"--http-restricted-api=shared-memory,trace,logging,model-repository:stdd-admin-key={key}" in opened
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        TritonServer(binary, tmp_path / "repo", admin_key="short")
+    result = subprocess.run(
+        [*serve_command(files["weights"], files["classifier"], free_ports(3)), "--allow-model-control"],
+        capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items()
+                                                          if k != "STDD_SERVE_ADMIN_KEY"},
+    )  # fmt: skip
+    assert result.returncode == 2 and "needs the key clients must send, in $STDD_SERVE_ADMIN_KEY" in result.stderr
 
 
 def _serve_fails(files, *extra, ports=None) -> subprocess.CompletedProcess:

@@ -40,6 +40,7 @@ from stdd_fast.errors import CheckpointError, ConfigError
 from stdd_fast.factory import create_model, load_model
 from stdd_fast.model import STDDModel
 from stdd_fast.prompts import read_class_names
+from stdd_fast.terminal import progress_bar
 from stdd_fast.text import text_tower_fingerprint
 from stdd_fast.training import dist
 from stdd_fast.training.averaging import checkpoint_name, epoch_checkpoints, export_average
@@ -358,11 +359,7 @@ class Trainer:
         epoch_sums = torch.zeros(6, dtype=torch.float64, device=self.device)
         window = torch.zeros_like(epoch_sums)
         errors: list[str] = []
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{r.epochs}", unit="step")
+        bar = progress_bar(steps, bool(self.progress), f"epoch {epoch + 1}/{r.epochs}", "step")
         t0 = time.perf_counter()
         lr = 0.0
         for step in range(steps):
@@ -399,10 +396,8 @@ class Trainer:
                 self.steps.append(entry)
                 self._log_line(entry)
                 window.zero_()
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+        bar.close()
         metrics = {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - t0}
         metrics.update(self._reduce(epoch_sums))
         all_errors = [e for part in dist.all_gather_objects(env, errors) for e in part]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from stdd_fast.askg.messages import (
 )
 from stdd_fast.askg.schema import XPROMPT_FIELDS, AnswerError, check_askg, check_class_names, check_xprompt
 from stdd_fast.errors import ConfigError, OutputError, StddError
+from stdd_fast.terminal import progress_bar
 
 MAX_CONCURRENCY = 64
 
@@ -208,11 +208,7 @@ def _each_on_threads(work: Callable[[str], tuple], names: list[str], concurrency
 
 
 def _progress(total: int, progress: bool | None, model: str):
-    if not (progress if progress is not None else sys.stderr.isatty()) or not total:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"ASKG from {model}", unit="class", file=sys.stderr)
+    return progress_bar(total, progress if total else False, f"ASKG from {model}", "class")
 
 
 def generate_askg(
@@ -279,17 +275,15 @@ def generate_askg(
                 done[name], how = answer
                 sources[how] += 1
             save()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=len(failed), refresh=False)
+            bar.update(1)
+            bar.set_postfix(failed=len(failed), refresh=False)
     except BaseException:  # Ctrl-C, or a bug: stop asking, keep what is done (answers in flight still reach the cache)
         asker.halt("interrupted")
         with contextlib.suppress(StddError):
             save()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return AskgRun(
         records={n: done[n] for n in names if n in done},
         failed={n: failed[n] for n in names if n in failed},

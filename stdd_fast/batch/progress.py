@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from stdd_fast.batch.output import count_rows
+from stdd_fast.terminal import progress_bar, stderr_is_terminal
 
 
 class Progress:
@@ -23,7 +24,7 @@ class Progress:
 
     def __init__(self, run_dir: Path, total: int, show: bool | None, every: float = 2.0) -> None:
         self.run_dir, self.total, self.every = run_dir, total, every
-        terminal = sys.stderr.isatty()
+        terminal = stderr_is_terminal()
         self.bar_wanted, self.lines_wanted = show is not False and terminal, show is True and not terminal
         self.done = self.failed = 0
         self._counted: dict[Path, tuple[int, int]] = {}
@@ -34,9 +35,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.bar_wanted:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=self.total, desc="stdd batch", unit="video", file=sys.stderr)
+            self._bar = progress_bar(self.total, True, "stdd batch", "video")
         self.start = time.perf_counter()
         self._thread.start()
         return self

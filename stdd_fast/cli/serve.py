@@ -4,7 +4,9 @@ Writes the model repository (:mod:`stdd_fast.serve.repository`: model ``stdd``, 
 ``stdd_frames`` from ``--frames-model``) to ``--repository`` or a temporary folder, runs
 ``tritonserver`` on it (:mod:`stdd_fast.serve.server`), prints the endpoints once it is ready and
 forwards SIGINT / SIGTERM for a graceful stop. When the server cannot start (a port taken, no
-binary, a model that failed to load) it exits non-zero with one line saying why.
+binary, a model that failed to load) it exits non-zero with one line saying why. Clients cannot load,
+replace or unload models unless the operator passes ``--allow-model-control``
+(:mod:`stdd_fast.serve.server`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from stdd_fast.choices import BACKENDS, DECODE_CHOICES, SAMPLING_MODES
 from stdd_fast.cli import options
 from stdd_fast.cli.runner import EXIT_INTERRUPTED, EXIT_OK
 from stdd_fast.errors import ConfigError
+from stdd_fast.serve.server import ADMIN_HEADER
+
+ADMIN_KEY_ENV = "STDD_SERVE_ADMIN_KEY"
 
 
 def add_parser(sub) -> None:
@@ -63,6 +68,13 @@ def add_parser(sub) -> None:
     t.add_argument("--max-queue-delay-us", type=int, default=2000, help="longest wait to fill a batch (default 2000)")
     t.add_argument("--repository", metavar="DIR", help="write the model repository here (default: a temporary one)")
     t.add_argument("--tritonserver", metavar="PATH", help="tritonserver binary (default: PATH, else nvidia-pytriton's)")
+    t.add_argument(
+        "--allow-model-control",
+        action="store_true",
+        help=f"let clients load and unload models through Triton's model-repository API, with the header "
+        f"'{ADMIN_HEADER}: <key>' where the key is ${ADMIN_KEY_ENV} (at least 16 characters); off by default: a "
+        "load request can carry Python the server would import",
+    )
     t.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for readiness (default 300)")
     t.add_argument(
         "--exit-timeout",
@@ -126,13 +138,13 @@ def _write_repository(args: argparse.Namespace, repository: Path, backends: list
         name = frames_model_name(SERVING_MODEL)
         needed = _EXPORTED.get(Path(args.frames_model).suffix, "tensorrt")
         kind = "cpu" if device.type == "cpu" else "gpu"
-        write_triton_repo(repository, args.frames_model, name=name, instance_kind=kind)
         if needed in backends:
+            write_triton_repo(repository, args.frames_model, name=name, instance_kind=kind)
             models.append(name)
-        else:
+        else:  # the server loads every model of its repository: one it cannot load stays out
             print(
-                f"stdd serve: note: {name} is in the repository but not loaded: it needs Triton's {needed} backend "
-                f"and this tritonserver has {', '.join(backends) or 'none'}",
+                f"stdd serve: note: {name} is not served: it needs Triton's {needed} backend and this tritonserver "
+                f"has {', '.join(backends) or 'none'} (NVIDIA's tritonserver container has it: --tritonserver)",
                 file=sys.stderr,
             )
     return models
@@ -147,6 +159,10 @@ def _print_ready(server, metadata: dict) -> None:
     print(f"  gRPC     {e.grpc_url}")
     print(f"  metrics  {e.metrics_url}")
     print(f"  repository {server.repository}")
+    if server.model_control:
+        print(f"  model control: on (clients with the header '{ADMIN_HEADER}: ${ADMIN_KEY_ENV}')")
+    else:
+        print("  model control: off (clients cannot load, replace or unload models)")
     print("stdd serve: Ctrl-C or SIGTERM stops the server", flush=True)
 
 
@@ -200,6 +216,14 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be >= 1")
     options.class_source(args, required=False)  # conflicting class flags fail before anything starts
+    admin_key = None
+    if args.allow_model_control:
+        admin_key = os.environ.get(ADMIN_KEY_ENV)
+        if not admin_key:
+            raise ConfigError(
+                f"--allow-model-control needs the key clients must send, in ${ADMIN_KEY_ENV} (at least 16 characters; "
+                f"e.g. export {ADMIN_KEY_ENV}=$(python -c 'import secrets; print(secrets.token_hex(16))'))"
+            )
     endpoints.check_free()  # a taken port or a missing binary fail before the model loads
     binary = find_tritonserver(args.tritonserver)
     workdir = Path(tempfile.mkdtemp(prefix="stdd-serve-"))
@@ -207,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         repository = Path(args.repository) if args.repository else workdir / "repository"
         models = _write_repository(args, repository, binary.backends())
-        server = TritonServer(binary, repository, endpoints, models, workdir / "server", args.exit_timeout)
+        server = TritonServer(
+            binary, repository, endpoints, models, workdir / "server", args.exit_timeout, admin_key=admin_key
+        )
         return _serve(server, args.ready_timeout)
     except ServerError:
         keep = True  # the message names the server's log in it

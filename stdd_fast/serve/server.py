@@ -6,12 +6,23 @@ Which binary (:func:`find_tritonserver`): ``--tritonserver PATH``; else ``triton
 what pytriton gives it: the wheel's libraries on ``LD_LIBRARY_PATH`` and a backend folder whose
 ``python/`` holds the backend with the stub built for this interpreter's Python version.
 
-:class:`TritonServer` runs it on the given address and ports (loopback by default) with explicit
-model control (only the named models load), waits for readiness with a bounded loop, and stops
+:class:`TritonServer` runs it on the given address and ports (loopback by default), waits for
+readiness with a bounded loop, and stops
 it with SIGINT (Triton finishes the requests in flight) and, past the exit timeout, SIGKILL of
 its process group. The server dies with the process that started it (``PR_SET_PDEATHSIG``). When it
 cannot start, :class:`ServerError` says why in one line read from its log: a port taken, a model
 that failed to load, a missing library.
+
+Clients cannot change what is served. Triton's model-repository API loads a model from a config and
+files sent *in the request* (a ``model.py`` the Python backend imports: code execution) and unloads
+models, and a plain ``text/plain`` POST reaches it without a CORS preflight, so any web page the user
+opens could send one. The server therefore runs with ``--model-control-mode=none``: it loads the
+repository's models at start (the repository must hold exactly the models served) and refuses every
+load and unload. The APIs that change the server's state besides (shared-memory registration, trace
+and log settings) need a header key no client is given. An operator who wants model control passes
+``admin_key`` (``stdd serve --allow-model-control`` with ``STDD_SERVE_ADMIN_KEY``): then explicit
+model control, and every one of those APIs needs the header ``stdd-admin-key: <key>``, which a
+browser cannot add to a cross-site request without a preflight Triton does not grant.
 """
 
 from __future__ import annotations
@@ -39,6 +50,10 @@ from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, StddError
 
 DEFAULT_BACKEND_DIR = Path("/opt/tritonserver/backends")  # NVIDIA's container
+ADMIN_HEADER = "stdd-admin-key"
+ADMIN_KEY_MIN = 16  # characters of an operator's key
+# what changes the server's state (not its answers): behind the admin key; model-repository too with model control
+_STATE_APIS = ("shared-memory", "trace", "logging")
 _PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
@@ -199,7 +214,17 @@ class TritonServer:
         models: Sequence[str] = ("stdd",),
         workdir: str | Path | None = None,
         exit_timeout_s: int = 10,
+        admin_key: str | None = None,
     ) -> None:
+        if admin_key is not None and (not isinstance(admin_key, str) or len(admin_key) < ADMIN_KEY_MIN):
+            raise ConfigError(
+                f"the admin key must be a string of at least {ADMIN_KEY_MIN} characters; got {len(str(admin_key))}: "
+                "e.g. STDD_SERVE_ADMIN_KEY=$(python -c 'import secrets; print(secrets.token_hex(16))')"
+            )
+        if admin_key is not None and not all(c.isalnum() or c in "-_." for c in admin_key):
+            raise ConfigError("the admin key may hold letters, digits, '-', '_' and '.' only (it travels in a header)")
+        self.model_control = admin_key is not None
+        self._admin_key = admin_key or secrets.token_hex(32)  # without model control: a key no one is given
         self.binary, self.repository = binary, Path(repository).resolve()
         self.endpoints = endpoints or Endpoints()
         self.models = tuple(models)
@@ -219,8 +244,13 @@ class TritonServer:
             f"--http-port={e.http_port}",
             f"--grpc-port={e.grpc_port}",
             f"--metrics-port={e.metrics_port}",
-            "--model-control-mode=explicit",
-            *(f"--load-model={m}" for m in self.models),
+            *(
+                ["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)]
+                if self.model_control
+                else ["--model-control-mode=none"]  # loads the repository at start; no load / unload API
+            ),
+            f"--http-restricted-api={self._restricted_apis()}",
+            f"--grpc-restricted-protocol={self._restricted_apis()}",
             "--disable-auto-complete-config",  # the configs are complete; skips a stub start per model
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
@@ -229,6 +259,25 @@ class TritonServer:
         if backend_dir is not None:
             cmd.append(f"--backend-directory={backend_dir}")
         return cmd
+
+    def _restricted_apis(self) -> str:
+        apis = (*_STATE_APIS, "model-repository") if self.model_control else _STATE_APIS
+        return f"{','.join(apis)}:{ADMIN_HEADER}={self._admin_key}"
+
+    def check_repository(self) -> None:
+        """ConfigError unless the repository holds exactly the models served (without model control Triton
+        loads every model it finds there)."""
+        if self.model_control:
+            return
+        present = {d.name for d in self.repository.iterdir() if d.is_dir()} if self.repository.is_dir() else set()
+        foreign, missing = sorted(present - set(self.models)), sorted(set(self.models) - present)
+        if missing:
+            raise ConfigError(f"the model repository {self.repository} has no model {missing}: write it first")
+        if foreign:
+            raise ConfigError(
+                f"the model repository {self.repository} also holds {foreign}: the server loads every model of its "
+                "repository, so it must hold only the models served; remove them or use an empty folder"
+            )
 
     def _environment(self) -> dict[str, str]:
         from stdd_fast.serve.model import SCRATCH_ENV
@@ -259,6 +308,7 @@ class TritonServer:
         if self.process is not None:
             raise ServerError(f"this TritonServer already runs (pid {self.process.pid})")
         self.endpoints.check_free()
+        self.check_repository()
         (self.workdir / "scratch").mkdir(parents=True, exist_ok=True)
         if self.binary.bundled:
             self._backend_folder()
