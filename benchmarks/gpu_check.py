@@ -4,7 +4,7 @@ Sections run in priority order inside a time budget; each is isolated (an error 
 run goes on) and results are written to ``<out>/gpu_check.json`` after every section, so whatever
 ran comes back even if the command is cut off. The correctness sections run the ``gpu``-marked
 tests (``pytest -m gpu``) and record each test's outcome and its measured errors; the timing
-sections time predictors (:class:`stdd_fast.torch_predictor.TorchPredictor`). ``--smoke`` runs the
+sections time predictors (:class:`stdd_fast.predict.torch_backend.TorchPredictor`). ``--smoke`` runs the
 same code on the CPU with the tiny architecture (Triton's interpreter) to check the script itself:
 there the GPU tests are collected and skipped, and the sections that need CUDA are listed as skipped.
 """

@@ -45,7 +45,8 @@ from stdd_fast import create_model
 from stdd_fast.bench.timing import synchronize, time_fn
 from stdd_fast.classifier import Classifier
 from stdd_fast.engine import Engine
-from stdd_fast.video.loader import DecodeConfig, VideoLoader
+from stdd_fast.video.config import DecodeConfig
+from stdd_fast.video.loader import VideoLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS_ENV = "STDD_GPU_CLIPS"  # the clips folder (default: <repo>/.gpu_clips)

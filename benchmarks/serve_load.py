@@ -244,6 +244,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from stdd_fast import Classifier
+    from stdd_fast.predict import PredictorConfig
     from stdd_fast.serve.model import ServingSettings
     from stdd_fast.serve.repository import write_serving_model
     from stdd_fast.serve.server import Endpoints, TritonServer, find_tritonserver
@@ -254,7 +255,8 @@ def main() -> None:
         payloads = [f.read_bytes() for f in files]
         weights, classifier = model_files(args, folder)
         threads = max(1, (os.cpu_count() or 1) // args.instances) if args.instances > 1 else None  # as stdd serve
-        settings = ServingSettings(weights=str(weights), backend=args.backend or "", cpu_threads=threads)
+        predictor = PredictorConfig(backend=args.backend or "auto", device="auto", dtype="auto")
+        settings = ServingSettings(str(weights), predictor=predictor, cpu_threads=threads)
         write_serving_model(
             folder / "repo", settings, Classifier.load(classifier), max_batch_size=args.max_batch,
             max_queue_delay_us=args.max_queue_delay_us, instance_kind="cpu", instance_count=args.instances,

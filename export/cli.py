@@ -18,6 +18,7 @@ Errors print one line (``stdd-export: error: ...``) with the exit codes every st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -137,10 +138,13 @@ def _needs_export(a: argparse.Namespace) -> bool:
 
 def _write_serving(a: argparse.Namespace) -> Path:
     from stdd_fast import Classifier
+    from stdd_fast.predict.config import RESOLVED_WHERE_BUILT
     from stdd_fast.serve.model import ServingSettings
     from stdd_fast.serve.repository import write_serving_model
+    from stdd_fast.video.config import SamplingConfig
 
-    settings = ServingSettings(weights=a.weights, arch=a.arch or "", trust_pickle=a.trust_pickle, num_frames=a.frames)
+    predictor = dataclasses.replace(RESOLVED_WHERE_BUILT, arch=a.arch, trust_pickle=a.trust_pickle)
+    settings = ServingSettings(a.weights, predictor=predictor, sampling=SamplingConfig(num_frames=a.frames))
     return write_serving_model(
         a.triton_repo,
         settings,
@@ -224,8 +228,8 @@ def run(a: argparse.Namespace) -> int:
             model_file = build_engine(onnx_file, Path(a.output), trt_config, device=a.device)
             print(f"wrote {model_file} ({_size(model_file)}) and {model_file.name}.json")
         if a.triton_repo and model_file is not None:
-            from stdd_fast.export.triton_repo import write_triton_repo
             from stdd_fast.serve.repository import frames_model_name
+            from stdd_fast.serve.triton_repo import write_triton_repo
 
             model_dir = write_triton_repo(
                 a.triton_repo,

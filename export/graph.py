@@ -8,9 +8,6 @@ constants (no NonZero, no data-dependent shapes, no randomness in the graph).
 
 from __future__ import annotations
 
-import copy
-from typing import Literal, get_args
-
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import convert_weights_to_lp
@@ -18,11 +15,9 @@ from torch import nn
 
 from stdd_fast import STDDModel, score
 from stdd_fast.classifier import Classifier
-from stdd_fast.errors import ConfigError, choice_error
+from stdd_fast.errors import ConfigError
 from stdd_fast.text import text_tower_fingerprint
 
-ExportImpl = Literal["reference", "fused"]
-EXPORT_IMPLS: tuple[str, ...] = get_args(ExportImpl)
 CLIP_MEAN: tuple[float, float, float] = tuple(OPENAI_DATASET_MEAN)
 CLIP_STD: tuple[float, float, float] = tuple(OPENAI_DATASET_STD)
 
@@ -84,19 +79,6 @@ def check_exportable(model: nn.Module, classifier: Classifier) -> None:
     # the text tower that built the classifier must be this model's (fingerprinted at full precision)
     full_precision = all(p.dtype == torch.float32 for p in model.parameters())
     classifier.check_compatible(model.arch.embed_dim, text_tower_fingerprint(model) if full_precision else None)
-
-
-def prepare_model(model: STDDModel, impl: str = "reference") -> STDDModel:
-    """A float32 eval copy of ``model`` on the same device running ``impl`` (the caller's model is untouched).
-
-    Exporting from a copy keeps the caller's model as it was (impl, dtype, STCA index caches: the
-    tracer must find those caches filled by a real forward, see :func:`warm_up`).
-    """
-    if impl not in EXPORT_IMPLS:
-        raise choice_error("export impl", impl, EXPORT_IMPLS)
-    work = copy.deepcopy(model).float().eval()
-    work.set_impl(impl)
-    return work
 
 
 def to_precision(model: STDDModel, dtype: torch.dtype) -> STDDModel:

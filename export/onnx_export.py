@@ -1,15 +1,6 @@
 """ONNX export of an STDD model with its classifier baked in, checked and verified after writing.
 
-Exporter: ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript). Evaluated against
-the TorchScript exporter (``dynamo=False``) on this graph (torch 2.14, opset 18, ViT-B/16, T=8):
-
-* dynamo: 1.4k nodes, B/16 in ~20 s; only static Gather/GatherElements/ScatterElements for STCA,
-  the batch axis symbolic end to end, no Range/ScatterND/Where/Equal;
-* TorchScript: ~10k nodes (3.4k Constant, 640 Shape, 154 Where/Equal, 40 ScatterND, 41 Range)
-  from traced shape arithmetic, and the exporter is deprecated since torch 2.9.
-
-Both match the reference to ~1e-7 in ONNX Runtime; dynamo's graph is the clean static one TensorRT
-wants, so it is used. The example batch is 2: with 1, torch.export specialises the batch axis.
+The exporter call and why it is the dynamo one: :mod:`stdd_fast.graphs.trace`.
 """
 
 from __future__ import annotations
@@ -25,37 +16,32 @@ import torch
 import stdd_fast
 from stdd_fast.classifier import Classifier
 from stdd_fast.deps import require
-from stdd_fast.errors import BackendUnavailableError, ConfigError, choice_error
-from stdd_fast.export.errors import ExportError, GraphCheckError, ParityError
+from stdd_fast.errors import (
+    ConfigError,
+    GraphCheckError,
+    ParityError,
+    choice_error,
+)
 from stdd_fast.export.graph import (
     CLIP_MEAN,
     CLIP_STD,
-    EXPORT_IMPLS,
     ExportGraph,
     check_exportable,
-    prepare_model,
     to_precision,
     warm_up,
 )
-from stdd_fast.export.onnx_checks import TENSORRT_OPSET_RANGE, GraphReport, check_graph
 from stdd_fast.export.parity import ParityReport, compare, random_frames
-from stdd_fast.export.spec import (
-    INPUT_NAME,
+from stdd_fast.graphs.checks import TENSORRT_OPSET_RANGE, GraphReport, check_graph
+from stdd_fast.graphs.spec import (
     METADATA_KEY,
-    OUTPUT_NAMES,
     ExportSpec,
     classifier_fingerprint,
     precision_of,
 )
+from stdd_fast.graphs.trace import DEFAULT_OPSET, EXPORT_IMPLS, MIN_OPSET, prepare_model, save_proto, torch_export
 from stdd_fast.model import STDDModel
 
 log = logging.getLogger("stdd_fast.export")
-
-DEFAULT_OPSET = 18
-MIN_OPSET = 17  # LayerNormalization
-MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True) with dynamic_shapes= and optimize=
-# protobuf's 2 GB message limit: bigger graphs keep their weights in a side file
-_EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 @dataclass(frozen=True)
@@ -66,53 +52,6 @@ class ExportResult:
     spec: ExportSpec
     graph: GraphReport
     parity: ParityReport | None
-
-
-def torch_export(
-    graph: torch.nn.Module,
-    example: torch.Tensor,
-    opset: int,
-    input_names: tuple[str, ...] = (INPUT_NAME,),
-    output_names: tuple[str, ...] = OUTPUT_NAMES,
-):
-    """``torch.onnx.export(dynamo=True)`` of ``graph`` on ``example`` with a dynamic batch axis (an ONNXProgram)."""
-    require("onnxscript")
-    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < MIN_TORCH:
-        raise BackendUnavailableError(
-            f"ONNX export needs torch >= {'.'.join(map(str, MIN_TORCH))} (the torch.export-based exporter); "
-            f"this is torch {torch.__version__}: pip install -U torch"
-        )
-    batch = torch.export.Dim("batch", min=1)
-    try:
-        return torch.onnx.export(
-            graph,
-            (example,),
-            None,
-            input_names=list(input_names),
-            output_names=list(output_names),
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=({0: batch},),
-            optimize=True,
-            verbose=False,
-        )
-    except Exception as e:  # the exporter raises many types; surface one line and keep the cause chained
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ExportError(
-            f"torch.onnx.export failed: {first[:300]}. Export from impl='reference' in eval mode with "
-            "shuffle 'none' or 'seeded'; rerun with --debug for the exporter's report"
-        ) from e
-
-
-def save_proto(proto, path: Path) -> None:
-    """Write an ONNX proto, its weights beside it in ``<name>.data`` when it would pass protobuf's 2 GB."""
-    onnx = require("onnx")
-    data = path.with_name(path.name + ".data")
-    large = sum(len(t.raw_data) for t in proto.graph.initializer) > _EXTERNAL_DATA_BYTES
-    if data.exists():
-        data.unlink()  # a stale weight file of an earlier export to the same name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path), save_as_external_data=large, all_tensors_to_one_file=True, location=data.name)
 
 
 def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -215,7 +154,7 @@ def export_and_verify(
         graph_report = check_graph(path, spec)
         log.info(graph_report.summary())
         if verify:
-            from stdd_fast.export.onnxrt import OnnxRuntimeRunner
+            from stdd_fast.predict.onnx_runner import OnnxRuntimeRunner
 
             runner = OnnxRuntimeRunner(path, device="cpu")
             got = runner(frames)

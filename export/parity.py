@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stdd_fast.export.errors import ParityError
+from stdd_fast.errors import ParityError
 from stdd_fast.numerics import COSINE_MIN, min_cosine
 
 

@@ -24,8 +24,8 @@ Precision (``TensorRTBuildConfig.precision``):
 
 The sidecar ``<plan>.json`` records the export spec (class names, classifier fingerprint, input
 spec), the precision, the optimisation profile, the TensorRT version and the GPU the plan was
-built on; :class:`~stdd_fast.export.tensorrt_runtime.TensorRTRunner` refuses a plan whose sidecar
-names another TensorRT version or GPU.
+built on (:mod:`stdd_fast.graphs.plan`); :class:`~stdd_fast.predict.tensorrt.TensorRTRunner` refuses a
+plan whose sidecar names another TensorRT version or GPU.
 """
 
 from __future__ import annotations
@@ -42,14 +42,12 @@ from typing import Literal, get_args
 import torch
 
 from stdd_fast.deps import require
-from stdd_fast.errors import BackendUnavailableError, ConfigError, choice_error
-from stdd_fast.export.errors import ExportError, PlanMismatchError
-from stdd_fast.export.spec import INPUT_NAME, ExportSpec, read_onnx_spec
+from stdd_fast.errors import ConfigError, ExportError, choice_error
+from stdd_fast.graphs.plan import SIDECAR_FORMAT, SIDECAR_VERSION, gpu_info, sidecar_path
+from stdd_fast.graphs.spec import INPUT_NAME, read_onnx_spec
 
 log = logging.getLogger("stdd_fast.export")
 
-SIDECAR_FORMAT = "stdd_fast.tensorrt-plan"
-SIDECAR_VERSION = 1
 TrtPrecision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
 TRT_PRECISIONS: tuple[str, ...] = get_args(TrtPrecision)
 HardwareCompatibility = Literal["none", "ampere_plus"]
@@ -91,46 +89,6 @@ class TensorRTBuildConfig:
             raise ConfigError(f"workspace_gib={self.workspace_gib!r}: must be > 0 (e.g. 4)")
         if self.optimization_level not in range(6):
             raise ConfigError(f"optimization_level={self.optimization_level!r}: must be 0..5 (TensorRT default 3)")
-
-
-def sidecar_path(plan: str | Path) -> Path:
-    """``model.plan`` -> ``model.plan.json``."""
-    plan = Path(plan)
-    return plan.with_name(plan.name + ".json")
-
-
-def gpu_info(device: str | torch.device = "cuda") -> dict:
-    """Name and compute capability of a CUDA device, as recorded in sidecars."""
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError("TensorRT needs a CUDA GPU and none is visible here (torch.cuda.is_available())")
-    device = torch.device(device)
-    props = torch.cuda.get_device_properties(device.index if device.index is not None else torch.cuda.current_device())
-    return {"name": props.name, "compute_capability": [props.major, props.minor]}
-
-
-def read_sidecar(plan: str | Path) -> dict:
-    """The sidecar JSON of a plan; PlanMismatchError if it is missing or not ours."""
-    path = sidecar_path(plan)
-    if not path.is_file():
-        raise PlanMismatchError(
-            f"{path}: missing; a plan is only served with the sidecar `stdd-export --trt` writes beside it "
-            "(rebuild the plan with stdd-export --trt)"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:
-        raise PlanMismatchError(f"{path}: unreadable sidecar ({e}); rebuild the plan with stdd-export --trt") from None
-    if data.get("format") != SIDECAR_FORMAT or data.get("version") != SIDECAR_VERSION:
-        raise PlanMismatchError(
-            f"{path}: not a stdd_fast plan sidecar (format {data.get('format')!r} v{data.get('version')!r}); "
-            "rebuild the plan with stdd-export --trt"
-        )
-    return data
-
-
-def sidecar_spec(sidecar: dict) -> ExportSpec:
-    """The export spec recorded in a sidecar."""
-    return ExportSpec.from_json(json.dumps(sidecar["spec"]), "plan sidecar")
 
 
 def _has_qdq(onnx_path: Path) -> bool:

@@ -26,11 +26,13 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Engine": "stdd_fast.engine",
-    "Predictor": "stdd_fast.predictor",
-    "build_predictor": "stdd_fast.predictor_factory",
+    "Predictor": "stdd_fast.predict.contract",
+    "PredictorConfig": "stdd_fast.predict.config",
+    "ClassSource": "stdd_fast.predict.config",
+    "build_predictor": "stdd_fast.predict.build",
     "VideoLoader": "stdd_fast.video.loader",
-    "SamplingConfig": "stdd_fast.video.sampling",
-    "DecodeConfig": "stdd_fast.video.loader",
+    "SamplingConfig": "stdd_fast.video.config",
+    "DecodeConfig": "stdd_fast.video.config",
     "StreamConfig": "stdd_fast.stream.config",
     "create_model": "stdd_fast.factory",
     "load_model": "stdd_fast.factory",

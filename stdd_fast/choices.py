@@ -12,7 +12,7 @@ from typing import Literal, get_args
 Impl = Literal["reference", "fused", "triton", "auto"]
 IMPLS: tuple[str, ...] = get_args(Impl)
 
-# What turns clips into scores (stdd_fast.predictor); "auto": the fastest exact path on the device
+# What turns clips into scores (stdd_fast.predict.contract); "auto": the fastest exact path on the device
 Backend = Literal["auto", "torch", "onnxruntime", "tensorrt"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
@@ -21,6 +21,12 @@ DTYPE_NAMES: tuple[str, ...] = ("float32", "fp32", "float16", "fp16", "bfloat16"
 
 # The format of the STCA blocks' linear layers (stdd_fast.fp8): None = the model's dtype
 LINEAR_FORMATS: tuple[str | None, ...] = (None, "fp8")
+
+# What the triton path's linear layers run (stdd_fast.triton_ops): the PyTorch piece (cuBLAS), the Triton GEMM
+GEMMS: tuple[str, ...] = ("cublas", "triton")
+
+# Opt-in quantisation of the ONNX Runtime CPU path's MatMul weights
+QUANTIZE: tuple[str, ...] = ("int8",)
 
 # torch.compile modes; compile=True means "default"
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]

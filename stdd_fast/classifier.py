@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from stdd_fast import prompts as P
+from stdd_fast.checks import check_int
 from stdd_fast.choices import MATCHES, REDUCES
 from stdd_fast.errors import ClassifierError, OutputError, choice_error
 from stdd_fast.text import encode_texts, text_tower_fingerprint
@@ -199,8 +200,7 @@ def build_classifier(
         raise choice_error("reduce", reduce, REDUCES)
     if match not in MATCHES:
         raise choice_error("match", match, MATCHES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ClassifierError(f"batch_size={batch_size!r}: must be an int >= 1 (prompts per text-tower forward)")
+    check_int("batch_size", batch_size, hint="prompts per text-tower forward", error=ClassifierError)
     if isinstance(classes, str):
         raise ClassifierError(f"classes={classes!r} is one string: pass a list of names (e.g. {classes!r}.split(','))")
     if xprompt is not None and askg is not None:

@@ -8,7 +8,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from stdd_fast.errors import ConfigError, StddError
+from stdd_fast.checks import check_number
+from stdd_fast.errors import StddError
 
 _NOTHING_REFUSED = object()
 
@@ -43,8 +44,7 @@ class ClassifierWatcher:
         loaded: tuple[int, int, int] | None = None,
         report: Callable[[str], object] | None = None,
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
-            raise ConfigError(f"--watch-interval {interval!r}: must be a number of seconds > 0")
+        check_number("--watch-interval", interval, unit="seconds")
         self.engine, self.path, self.interval = engine, Path(path), float(interval)
         self.report = report or (lambda text: print(text, file=sys.stderr, flush=True))
         self.reloads = 0

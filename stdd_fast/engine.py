@@ -3,9 +3,10 @@
     VideoLoader (sampling -> decode -> transforms)  ->  Predictor (encoder + classifier)  ->  top-k
 
 :class:`~stdd_fast.video.loader.VideoLoader` decodes ahead of the model (PyAV, or DALI on a GPU);
-the predictor (:mod:`stdd_fast.predictor`) is PyTorch, ONNX Runtime or TensorRT;
-:mod:`stdd_fast.batching` batches the clips of several videos into one call. A video that fails
-carries its typed error in its result; the others are unaffected. Live streams:
+the predictor (:mod:`stdd_fast.predict`) is PyTorch, ONNX Runtime or TensorRT, built from one
+:class:`~stdd_fast.predict.PredictorConfig`; :mod:`stdd_fast.predict.batching` batches the clips of
+several videos into one call. A video that fails carries its typed error in its result; the others
+are unaffected. Live streams:
 :meth:`Engine.stream` (:mod:`stdd_fast.stream`).
 """
 
@@ -17,85 +18,71 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.batching import predict_videos
+from stdd_fast.checks import check_int
 from stdd_fast.choices import ON_ERRORS
 from stdd_fast.classifier import Classifier
-from stdd_fast.config import ArchConfig
 from stdd_fast.errors import ConfigError, StddError, choice_error
-from stdd_fast.factory import FROM_CHECKPOINT, StcaChoice
 from stdd_fast.head import rank_views
-from stdd_fast.predictor_factory import build_predictor
+from stdd_fast.predict.batching import predict_videos
+from stdd_fast.predict.build import build_predictor
+from stdd_fast.predict.config import ClassSource, PredictorConfig
 from stdd_fast.results import Timings, VideoResult, WindowResult
+from stdd_fast.settings import settings
 from stdd_fast.stream import Source, StreamConfig, WindowStream
 from stdd_fast.terminal import progress_bar
-from stdd_fast.video.loader import DecodeConfig, VideoInput, VideoLoader
-from stdd_fast.video.sampling import SamplingConfig
+from stdd_fast.video.config import DecodeConfig, SamplingConfig
+from stdd_fast.video.loader import VideoInput, VideoLoader
 
 
 class Engine:
     """STDD zero-shot action recognition on videos and streams.
 
-    weights, classes / classifier / xprompt / askg, backend, device, dtype, impl, arch, stca,
-    trust_pickle, compile, cuda_graphs, batch_clips, memory_budget_mb, quantize: the predictor
-    (:func:`~stdd_fast.predictor_factory.build_predictor`; defaults: CPU, fp32, the fastest exact
-    impl; ``dtype="fp8"``: bf16 weights, the STCA blocks' linear layers as fp8 GEMMs, opt-in).
-    ``sampling``: a :class:`SamplingConfig`, or its mode ("official" | "uniform") with
-    ``num_views`` / ``num_frames`` / ``sampling_rate`` / ``target_fps``. ``decode``: a
-    :class:`DecodeConfig`, or ``decode_backend`` / ``decode_workers`` / ``decode_threads`` /
-    ``decode_batch``. Results are the same objects for every backend.
+    weights: a checkpoint, an :class:`STDDModel` or a ``stdd-export`` file; classes / classifier: the
+    classes (names, an artifact or a :class:`~stdd_fast.predict.ClassSource`). The rest in config
+    objects (``predictor=`` :class:`~stdd_fast.predict.PredictorConfig`, ``sampling=``
+    :class:`SamplingConfig` or its mode ``"official"`` | ``"uniform"``, ``decode=`` :class:`DecodeConfig`)
+    or as their fields, flat (:mod:`stdd_fast.settings`): ``xprompt`` / ``askg``; ``backend``, ``device``,
+    ``dtype``, ``impl``, ``compile``, ``cuda_graphs``, ``batch_clips``, ``memory_budget_mb`` (activations),
+    ``quantize``, ``gemm``, ``arch``, ``stca``, ``trust_pickle``; ``num_views``, ``num_frames``,
+    ``sampling_rate``, ``target_fps``; ``decode_backend``, ``decode_workers``, ``decode_threads``,
+    ``decode_batch``, ``decode_memory_mb``. Defaults: CPU, fp32, the fastest exact backend, the
+    official sampling. Results are the same objects for every backend.
     """
 
     def __init__(
         self,
         weights: str | Path | torch.nn.Module,
-        classes: Sequence[str] | None = None,
+        classes: Sequence[str] | ClassSource | None = None,
         classifier: str | Path | Classifier | None = None,
         *,
-        xprompt: str | Path | None = None,
-        askg: str | Path | None = None,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        impl: str = "auto",
-        arch: str | ArchConfig | None = None,
-        stca: StcaChoice = FROM_CHECKPOINT,
-        sampling: str | SamplingConfig = "official",
-        num_views: int = 3,
-        num_frames: int = 8,
-        sampling_rate: int = 16,
-        target_fps: float = 30,
+        predictor: PredictorConfig | None = None,
+        sampling: str | SamplingConfig | None = None,
         decode: DecodeConfig | None = None,
-        decode_backend: str = "auto",
-        decode_batch: int = 8,
-        decode_workers: int | None = None,
-        decode_threads: int | None = None,
-        batch_clips: int | None = None,
-        memory_budget_mb: float = 1024.0,
-        trust_pickle: bool = False,
-        backend: str = "auto",
-        compile: bool | str = False,
-        cuda_graphs: bool | str = "auto",
-        quantize: str | None = None,
+        **options,
     ) -> None:
-        if not isinstance(sampling, SamplingConfig):
-            sampling = SamplingConfig(num_frames, sampling_rate, target_fps, num_views, sampling)
-        self.sampling = sampling
-        self.decode = decode or DecodeConfig(decode_backend, decode_workers, decode_threads, decode_batch)
-        if not isinstance(self.decode, DecodeConfig):
-            raise ConfigError(f"decode must be a DecodeConfig or None; got {type(self.decode).__name__}")
+        if isinstance(sampling, str):
+            options["sampling_mode"] = sampling
+            sampling = None
+        if isinstance(classes, ClassSource):
+            given_classes = ClassSource.of(classes, classifier)
+        else:
+            given_classes = None
+            options.update({k: v for k, v in (("classes", classes), ("classifier", classifier)) if v is not None})
+        chosen = settings(options, predictor=predictor, classes=given_classes, sampling=sampling, decode=decode)
+        self.settings = chosen
+        self.sampling, self.decode = chosen.sampling, chosen.decode
         self.predictor = build_predictor(
-            weights, classes, classifier, xprompt=xprompt, askg=askg, backend=backend, device=device, dtype=dtype,
-            impl=impl, arch=arch, stca=stca, trust_pickle=trust_pickle, compile=compile, cuda_graphs=cuda_graphs,
-            batch_clips=batch_clips, memory_budget_mb=memory_budget_mb, num_frames=sampling.num_frames,
-            quantize=quantize,
-        )  # fmt: skip
-        self.loader = VideoLoader(sampling, self.decode, self.predictor.image_size, self.predictor.device)
+            weights, chosen.classes, config=chosen.predictor, num_frames=chosen.sampling.num_frames
+        )
+        self.loader = VideoLoader(self.sampling, self.decode, self.predictor.image_size, self.predictor.device)
 
     # what the parts say about themselves
     backend = property(lambda self: self.predictor.backend)
     device = property(lambda self: self.predictor.device)
     dtype = property(lambda self: self.predictor.dtype)
-    linear_format = property(lambda self: getattr(self.predictor, "linear_format", None))  # "fp8" with dtype="fp8"
+    linear_format = property(lambda self: self.predictor.linear_format)  # "fp8" (dtype="fp8"), "int8" (quantize)
     impl = property(lambda self: self.predictor.impl)
+    backend_choice = property(lambda self: self.predictor.backend_choice)
     arch = property(lambda self: self.predictor.arch)
     image_size = property(lambda self: self.predictor.image_size)
     batch_clips = property(lambda self: self.predictor.batch_clips)
@@ -140,8 +127,7 @@ class Engine:
         """:meth:`classify` one result at a time, in input order, each as soon as it is ready."""
         if not self.classes:
             raise ConfigError("this Engine has no classifier: build it with classes=[...] or classifier=...")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"top_k={top_k!r}: must be an int >= 1")
+        check_int("top_k", top_k)
         items = _as_list(videos)
         bar = progress_bar(len(items), progress, "classifying", "video")
         try:

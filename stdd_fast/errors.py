@@ -40,7 +40,21 @@ class OutputError(StddError, OSError):
 
 
 class ExportError(StddError):
-    """An export or engine build that cannot be produced (or did not verify); see :mod:`stdd_fast.export.errors`."""
+    """An export or engine build that cannot be produced (or did not verify)."""
+
+
+class GraphCheckError(ExportError):
+    """An exported graph with an op TensorRT's ONNX parser rejects, a data-dependent shape or wrong I/O."""
+
+
+class ParityError(ExportError):
+    """An exported graph whose outputs do not match the torch reference within the tolerance table."""
+
+
+class PlanMismatchError(ExportError):
+    """A TensorRT plan built for another GPU or TensorRT version, or with a missing/foreign sidecar."""
+
+    exit_code = 2  # the plan cannot be used here: a configuration error, not a failed job
 
 
 class BackendUnavailableError(StddError, ImportError):

@@ -12,7 +12,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from stdd_fast import fp8, ops
-from stdd_fast.choices import LINEAR_FORMATS
+from stdd_fast.choices import GEMMS, LINEAR_FORMATS
 from stdd_fast.config import ArchConfig, STCAConfig
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.stca.index import STCAIndex
@@ -23,7 +23,8 @@ class STCABlock(nn.Module):
 
     ``impl`` picks the implementation through :mod:`stdd_fast.ops`; every implementation computes
     :func:`~stdd_fast.stca.reference.stca_block_reference`. ``linear_format`` ("fp8" or None, set by
-    :meth:`STDDModel.set_linear_format`) says which GEMMs the fused block's linear layers run.
+    :meth:`STDDModel.set_linear_format`) says which GEMMs the fused block's linear layers run, and ``gemm``
+    ("auto", "cublas" or "triton", set by :meth:`STDDModel.set_gemm`) which kernel the triton path runs them with.
     """
 
     def __init__(self, clip_block: nn.Module, index: STCAIndex, layer: int, impl: str = "reference") -> None:
@@ -39,6 +40,7 @@ class STCABlock(nn.Module):
         self.layer = layer
         self.impl = impl
         self.linear_format: str | None = None
+        self.gemm = "auto"
 
     def visible_tokens(self, batch: int, num_frames: int, device: torch.device) -> torch.Tensor:
         """This call's visible-token indices (draws from the global RNG in train/official modes)."""
@@ -154,6 +156,16 @@ class STDDModel(CLIP):
         for block in self.blocks:
             if isinstance(block, STCABlock):
                 block.linear_format = linear_format
+        return self
+
+    def set_gemm(self, gemm: str) -> STDDModel:
+        """Run the triton path's linear layers with ``gemm``: ``"cublas"`` (the PyTorch piece), ``"triton"`` (the
+        Triton GEMM with its epilogue) or ``"auto"`` (the process default, :func:`stdd_fast.triton_ops.use_gemm`)."""
+        if gemm not in ("auto", *GEMMS):
+            raise choice_error("gemm", gemm, ("auto", *GEMMS))
+        for block in self.blocks:
+            if isinstance(block, STCABlock):
+                block.gemm = gemm
         return self
 
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -86,9 +86,9 @@ def stca_block(block: nn.Module, x: torch.Tensor, visible: torch.Tensor, source_
     if impl == "fused":
         pieces = TORCH_PIECES
     else:
-        from stdd_fast.triton_ops import TRITON_PIECES
+        from stdd_fast.triton_ops import pieces_for
 
-        pieces = TRITON_PIECES
+        pieces = pieces_for(block.gemm)
     if block.linear_format == "fp8":
         pieces = fp8.fp8_pieces(pieces)
     return stca_block_fused(block, x, visible, source_maps, pieces)

@@ -6,23 +6,50 @@ process): for each class and template, the base prompt ``template.format(name)``
 removed keeping the first. Each class is padded to the longest class by cycling its own prompts, as
 released; the prompt index is ``n = template * Nmax + slot``.
 
-The files read here come from the released method or from :func:`generate_askg` (stage 1, and
-with ``xprompt=True`` stage 2, against an OpenAI-compatible chat endpoint; :mod:`stdd_fast.askg`).
-What a name or record may hold is defined once, in :mod:`stdd_fast.askg.schema`.
+The files read here come from the released method or from :func:`stdd_fast.askg.generate_askg`
+(stage 1, and with ``xprompt=True`` stage 2, against an OpenAI-compatible chat endpoint). What a
+class name may hold and which lists a record has are defined here; :mod:`stdd_fast.askg.schema`
+adds the stricter checks of generated answers. The dependency runs from ``askg`` to this module,
+never back: the text side needs no chat client.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from stdd_fast import safe_yaml
-from stdd_fast.askg.generate import AskgRun, generate_askg  # noqa: F401 (the public entry of generation)
-from stdd_fast.askg.schema import ASKG_FIELDS, CONTROL_CHARS, XPROMPT_FIELDS, check_class_names
 from stdd_fast.choices import MATCHES
 from stdd_fast.errors import ClassifierError, choice_error
+
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# The three triple lists of an ASKG record, and the xprompt clause list stage 2 writes for each.
+ASKG_FIELDS = ("obj_rel_triples", "act_obj_triples", "act_rel_triples")
+XPROMPT_FIELDS = ("xprompt_oo", "xprompt_ao", "xprompt_aa")
+
+
+def check_class_names(names: Sequence[object], source: str) -> list[str]:
+    """Class names as given, checked: non-empty strings without control characters, each once.
+
+    Control characters (newlines, terminal escapes) would break labels files and reach terminals raw.
+    """
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise ClassifierError(f"{source}: class {i} is {name!r}; class names must be non-empty strings")
+        if CONTROL_CHARS.search(name):
+            raise ClassifierError(
+                f"{source}: class {i} ({name!r}) contains a control character (newline, tab, escape...); "
+                "use plain one-line names"
+            )
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ClassifierError(f"{source}: duplicate class names {dupes[:5]}: each class must appear once")
+    return list(names)
+
 
 # The 8 templates STDD encodes (first 8 of classes_label_{k400,ucf101}.yml; STDD-SPEC §4.2).
 STDD_TEMPLATES: tuple[str, ...] = (

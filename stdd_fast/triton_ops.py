@@ -37,6 +37,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from stdd_fast import head, kernels
+from stdd_fast.choices import GEMMS
 from stdd_fast.errors import choice_error
 from stdd_fast.stca import pieces
 from stdd_fast.stca.fused import FusedPieces
@@ -44,7 +45,6 @@ from stdd_fast.stca.pieces import SparseProjection
 
 # (stem, dtype, shape) -> why that launch cannot run on this GPU; those calls run the PyTorch piece
 UNLAUNCHABLE: dict[tuple, str] = {}
-GEMMS = ("cublas", "triton")  # what ``linear`` runs: the PyTorch piece (cuBLAS on CUDA), the Triton GEMM
 
 
 def gemm_from_environment() -> str:
@@ -338,7 +338,14 @@ def _eager_inference() -> bool:
 def linear(x, weight, bias, activation: str | None = None):
     """Drop-in for :func:`stdd_fast.stca.pieces.linear`: the Triton GEMM with its epilogue where
     :func:`use_gemm` chose ``"triton"``, else the piece (cuBLAS)."""
-    if _gemm != "triton" or torch.compiler.is_compiling():
+    if _gemm != "triton":
+        return pieces.linear(x, weight, bias, activation)
+    return triton_linear(x, weight, bias, activation)
+
+
+def triton_linear(x, weight, bias, activation: str | None = None):
+    """The Triton GEMM with its epilogue, whatever :func:`use_gemm` says (the PyTorch piece under compile)."""
+    if torch.compiler.is_compiling():
         return pieces.linear(x, weight, bias, activation)
     if _eager_inference():
         return _linear_kernel(x, weight, bias, activation)
@@ -393,3 +400,13 @@ TRITON_PIECES = FusedPieces(
     sparse_attention=sparse_attention,
     scatter_residual=scatter_residual,
 )
+_PIECES_BY_GEMM = {
+    "auto": TRITON_PIECES,
+    "cublas": TRITON_PIECES._replace(linear=pieces.linear),
+    "triton": TRITON_PIECES._replace(linear=triton_linear),
+}
+
+
+def pieces_for(gemm: str) -> FusedPieces:
+    """The triton path's pieces with its linear layers on ``gemm`` ("auto": the :func:`use_gemm` choice)."""
+    return _PIECES_BY_GEMM[gemm]

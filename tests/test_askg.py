@@ -1,4 +1,4 @@
-"""ASKG prompts from a chat endpoint (`stdd prompts`, `stdd_fast.prompts.generate_askg`), against a real HTTP server.
+"""ASKG prompts from a chat endpoint (`stdd prompts`, `stdd_fast.askg.generate_askg`), against a real HTTP server.
 
 The server is a `ThreadingHTTPServer` on loopback speaking the chat-completions protocol; it answers
 each (stage, class) from a script and counts the requests. The files generated are read by the
@@ -21,11 +21,12 @@ import yaml
 from helpers import randomize_, report
 
 from stdd_fast import ClassifierError, ConfigError, build_classifier, create_model, safe_yaml, save_checkpoint
+from stdd_fast.askg import generate_askg
 from stdd_fast.askg.client import ChatClient
 from stdd_fast.askg.messages import PROMPT_VERSION, parse_answer
 from stdd_fast.askg.schema import AnswerError, check_askg, check_xprompt
 from stdd_fast.cli import main
-from stdd_fast.prompts import askg_clauses, generate_askg, prompt_grid, read_askg, read_class_names, read_xprompt
+from stdd_fast.prompts import askg_clauses, prompt_grid, read_askg, read_class_names, read_xprompt
 
 LABEL_DB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stdd-label-db" / "label_db"
 needs_label_db = pytest.mark.skipif(not LABEL_DB.is_dir(), reason=f"official label data absent ({LABEL_DB})")

@@ -110,8 +110,8 @@ def test_info(runs):
 
 def test_config_error_is_one_line(runs):
     assert runs["usage"].stderr.strip().splitlines() == [
-        "stdd: error: no classes: pass --classes 'a,b,c', --classes-file F, --xprompt YAML, --askg YAML or "
-        "--classifier ART"
+        "stdd: error: no classes: pass classes=[...], classifier=, xprompt= or askg= (on the command line --classes "
+        "'a,b,c', --classes-file F, --xprompt YAML, --askg YAML or --classifier ART)"
     ]
 
 
@@ -124,7 +124,7 @@ def test_parsing_in_process(files, capsys):
     assert main(["classify", str(files["a"]), "--weights", "w", "--classes", "a", "--classes-file", "f"]) == 2
     assert "pass --classes or --classes-file, not both" in capsys.readouterr().err
     assert main(["classify", str(files["a"]), "--weights", "w", "--classifier", "c", "--classes", "a"]) == 2
-    assert "--classifier already holds the classes" in capsys.readouterr().err
+    assert "(--classifier) already holds the classes" in capsys.readouterr().err
     assert main(["classify", str(files["a"]), "--weights", "w", "--classes", " , "]) == 2
     assert "holds no class names" in capsys.readouterr().err
     assert main(["classify", "--weights", "w", "--classes", "a"]) == 2  # no video

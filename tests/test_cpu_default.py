@@ -20,9 +20,8 @@ from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from stdd_fast import cpu_choice
-from stdd_fast.export import encoder_cache
-from stdd_fast.predictor_factory import build_predictor
+from stdd_fast.predict import cpu_choice, encoder_cache
+from stdd_fast.predict.build import build_predictor
 
 CLASSES = ["run", "jump", "swim", "climb"]
 
@@ -75,7 +74,7 @@ def test_auto_measures_the_two_exact_paths_once_and_builds_the_faster(monkeypatc
     print(f"[measured] fused encoder ms per clip on this machine: {entry['ms']} -> {entry['backend']}")
     assert cpu_choice.MEASUREMENTS["count"] == before + 1
     assert first.backend == entry["backend"] == cpu_choice.winner(entry["ms"])
-    assert "measured now" in first.backend_choice and first.choice_seconds > 0
+    assert "measured now" in first.backend_choice.reason and first.backend_choice.seconds > 0
     clips = torch.randn(2, 8, 3, 32, 32)
     with torch.no_grad():
         ref = model.set_impl("reference").encode_video(clips)
@@ -83,11 +82,11 @@ def test_auto_measures_the_two_exact_paths_once_and_builds_the_faster(monkeypatc
 
     again = build_predictor(_model("test-tiny", seed=4), ["a", "b"])  # other weights and classes, same shapes
     assert cpu_choice.MEASUREMENTS["count"] == before + 1 and again.backend == entry["backend"]
-    assert f"measured {entry['measured']}" in again.backend_choice
+    assert f"measured {entry['measured']}" in again.backend_choice.reason
     build_predictor(model, CLASSES, num_frames=4)  # another T: its own measurement
     assert cpu_choice.MEASUREMENTS["count"] == before + 2
     cpu_choice.record_path().write_text("{half a reco")  # unreadable: measured again, never trusted
-    assert "measured now" in build_predictor(model, CLASSES).backend_choice
+    assert "measured now" in build_predictor(model, CLASSES).backend_choice.reason
     assert cpu_choice.MEASUREMENTS["count"] == before + 3
 
 
@@ -108,14 +107,14 @@ def test_modes_it_does_not_support_fall_back_to_torch_with_the_reason(options, r
     stca = options.pop("stca", STCAConfig())
     model = randomize_(create_model("test-tiny", stca=stca), seed=3)
     predictor = build_predictor(model, CLASSES, **options)
-    assert predictor.backend == "torch" and reason in predictor.backend_choice
+    assert predictor.backend == "torch" and reason in predictor.backend_choice.reason
 
 
 def test_the_graph_is_built_once_per_weights_and_frames():
     model = _model("test-tiny", seed=21)  # weights no other test of the module uses
     before = encoder_cache.BUILDS["count"]
     first = Engine(model, classes=CLASSES, backend="onnxruntime")
-    assert first.backend == "onnxruntime" and first.predictor.cache.built and first.predictor.setup_seconds > 0
+    assert first.backend == "onnxruntime" and first.predictor.cache.built and first.predictor.cache.seconds > 0
     # same weights, another classifier: no new graph (the classifier is not in it)
     again = Engine(_model("test-tiny", seed=21), classes=["a", "b"], backend="onnxruntime")
     assert not again.predictor.cache.built and encoder_cache.BUILDS["count"] == before + 1

@@ -205,7 +205,7 @@ def test_results_and_progress(model, clips, capsys):
         ("decode_workers", [0, 2.5]),
         ("decode_threads", [-1, 1.5, "x", True]),
         ("batch_clips", [0, 1.5, "x"]),
-        ("memory_budget_mb", [0, -5, float("nan"), float("inf"), "x", True]),
+        ("activation_budget_mb", [0, -5, float("nan"), float("inf"), "x", True]),
     ],
 )
 def test_bad_numeric_options_name_the_value(model, option, values):

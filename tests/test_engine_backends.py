@@ -52,7 +52,7 @@ def test_exported_backend_errors(setup, tmp_path):
 
     _, model, clf, _ = setup
     onnx_path = export_onnx(model, clf, tmp_path / "t.onnx", verify=False)
-    with pytest.raises(ConfigError, match="baked into"):
+    with pytest.raises(ConfigError, match="baked in"):
         Engine(onnx_path, classes=CLASSES, backend="onnxruntime")
     with pytest.raises(ConfigError, match="re-export with --frames 4"):
         Engine(onnx_path, backend="onnxruntime", num_frames=4)

@@ -23,8 +23,8 @@ from stdd_fast.export import (
     open_runner,
     read_onnx_spec,
 )
-from stdd_fast.export.onnx_checks import FORBIDDEN_OPS, TENSORRT_ONNX_OPS
 from stdd_fast.export.parity import compare
+from stdd_fast.graphs.checks import FORBIDDEN_OPS, TENSORRT_ONNX_OPS
 from stdd_fast.numerics import cosine_min, min_cosine
 
 T = 8

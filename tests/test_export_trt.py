@@ -19,11 +19,12 @@ from test_triton_repo import fake_onnx, make_spec
 
 from stdd_fast import BackendUnavailableError, ConfigError
 from stdd_fast.deps import available
+from stdd_fast.errors import ExportError
 from stdd_fast.export import PlanMismatchError, TensorRTBuildConfig, build_engine
-from stdd_fast.export.errors import ExportError
-from stdd_fast.export.tensorrt_build import read_sidecar, resolve_precision, sidecar_path
-from stdd_fast.export.tensorrt_runtime import TensorRTRunner, check_plan_compatible
+from stdd_fast.export.tensorrt_build import resolve_precision
+from stdd_fast.graphs.plan import check_plan_compatible, read_sidecar, sidecar_path
 from stdd_fast.numerics import cosine_min, min_cosine
+from stdd_fast.predict.tensorrt import TensorRTRunner
 
 HAS_TRT = available("tensorrt")
 needs_trt = pytest.mark.skipif(

@@ -20,10 +20,10 @@ from stdd_fast.devices import resolve_precision
 from stdd_fast.engine import Engine
 from stdd_fast.head import score
 from stdd_fast.numerics import cosine_min, max_rel_err, min_cosine
-from stdd_fast.predictor_factory import build_predictor
+from stdd_fast.predict.build import build_predictor
+from stdd_fast.predict.torch_backend import TorchPredictor
 from stdd_fast.stca import pieces
 from stdd_fast.stca.fused import TORCH_PIECES
-from stdd_fast.torch_predictor import TorchPredictor
 
 E4M3_REL = 2.0**-4  # e4m3 keeps 3 mantissa bits: round to nearest is within half an ulp, 2^-4 of the value
 E4M3_SUBNORMAL = 2.0**-9  # the smallest subnormal, in units of the scale (448 = the row's amax)
@@ -213,7 +213,7 @@ def tiny():
 def test_engine_and_predictor_run_fp8_end_to_end(tiny):
     classes = ["run", "jump", "swim"]
     engine = Engine(copy.deepcopy(tiny), classes=classes, dtype="fp8")
-    assert engine.backend == "torch" and engine.predictor.backend_choice.startswith("auto with dtype='fp8'")
+    assert engine.backend == "torch" and engine.predictor.backend_choice.reason.startswith("auto with dtype='fp8'")
     assert engine.dtype == torch.bfloat16 and engine.linear_format == "fp8" and engine.model.linear_format == "fp8"
     assert all(block.linear_format == "fp8" for block in engine.model.blocks)
     assert "linear_format=fp8" in repr(engine) and "linear_format=fp8" in repr(engine.predictor)
@@ -267,9 +267,9 @@ def test_the_reference_impl_is_refused(tiny):
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_other_backends_are_refused(tiny, backend):
-    with pytest.raises(ConfigError, match=f"backend='{backend}' cannot: use backend='torch'"):
+    with pytest.raises(ConfigError, match=f"is a torch option; backend='{backend}' runs a graph: use backend='torch'"):
         build_predictor(copy.deepcopy(tiny), backend=backend, dtype="fp8")
-    with pytest.raises(ConfigError, match=f"backend='{backend}' cannot: use backend='torch'"):
+    with pytest.raises(ConfigError, match=f"is a torch option; backend='{backend}' runs a graph: use backend='torch'"):
         Engine("model.onnx" if backend == "onnxruntime" else "model.plan", dtype="fp8")
 
 

@@ -129,6 +129,63 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(detail)
 
 
+# -- the folders: each a room, no circle between rooms, the predictor layer below what uses it ----------------
+
+PACKAGES = ("askg", "batch", "bench", "cli", "graphs", "predict", "serve", "stca", "stream", "video")
+ABOVE_PREDICT = ("stdd_fast.export", "stdd_fast.cli", "stdd_fast.serve", "stdd_fast.batch", "stdd_fast.stream")
+
+
+def _room(module: str) -> str:
+    """The folder a module lives in (kernels/, export/, training/ or a package under stdd_fast/); a top-level
+    module of stdd_fast/ is a room of its own."""
+    parts = module.split(".")
+    if len(parts) > 1 and (parts[1] in ("kernels", "export", "training") or parts[1] in PACKAGES):
+        return ".".join(parts[:2])
+    return module
+
+
+def _rooms(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    rooms: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        rooms.setdefault(_room(module), set()).update(_room(t) for t in targets if _room(t) != _room(module))
+    return rooms
+
+
+def _reachable(graph: dict[str, set[str]], start: set[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
+def test_no_circle_between_folders():
+    rooms = _rooms(_graph())
+    assert {"stdd_fast.predict", "stdd_fast.graphs", "stdd_fast.export", "stdd_fast.kernels"} <= set(rooms)
+    cycles = _cycles(rooms)
+    assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_predict_and_what_it_stands_on_import_nothing_above_it():
+    graph = _graph()
+    below = _reachable(graph, {m for m in graph if m.startswith("stdd_fast.predict")})
+    upward = sorted(m for m in below if m.startswith(ABOVE_PREDICT) or m == "stdd_fast.engine")
+    assert not upward, upward
+
+
+def test_the_folder_rules_can_fail():
+    """A planted folder circle and a planted upward import are both found."""
+    graph = _graph()
+    graph["stdd_fast.graphs.spec"] = graph["stdd_fast.graphs.spec"] | {"stdd_fast.export.onnx_export"}
+    assert any("stdd_fast.export" in c and "stdd_fast.graphs" in c for c in _cycles(_rooms(graph)))
+    graph = _graph()
+    graph["stdd_fast.predict.scoring"] = graph["stdd_fast.predict.scoring"] | {"stdd_fast.serve.model"}
+    below = _reachable(graph, {m for m in graph if m.startswith("stdd_fast.predict")})
+    assert "stdd_fast.serve.model" in below
+
+
 def test_kernels_import_only_torch_and_triton():
     graph = _graph()
     kernels = {m for m in graph if m.startswith("stdd_fast.kernels")}

@@ -85,7 +85,7 @@ def test_a_huge_frame_size_fails_before_decoding_and_the_batch_goes_on(tmp_path,
         f"""
         from stdd_fast import Engine
         from stdd_fast.video import DecodeConfig
-        engine = Engine({str(ckpt)!r}, classes=["a", "b"], decode=DecodeConfig(memory_budget_mb=256))
+        engine = Engine({str(ckpt)!r}, classes=["a", "b"], decode=DecodeConfig(frame_budget_mb=256))
         base = _rss()
         for r in engine.classify([{str(huge)!r}, {str(good)!r}]):
             print(type(r.error).__name__ if r.error else "ok", r.error)
@@ -96,7 +96,7 @@ def test_a_huge_frame_size_fails_before_decoding_and_the_batch_goes_on(tmp_path,
     )
     lines = out.stdout.splitlines()
     assert lines[0].startswith("VideoError") and "needs 384 MiB (8192x8192 RGB frames)" in lines[0], out.stdout
-    assert "decode memory budget of 256 MiB; raise DecodeConfig(memory_budget_mb=...)" in lines[0]
+    assert "decode memory budget of 256 MiB; raise DecodeConfig(frame_budget_mb=...)" in lines[0]
     assert lines[1].startswith("ok")
     print(f"[measured] peak RSS growth with the 8192x8192 file in the batch: {float(lines[2]):.0f} MiB")
     assert float(lines[2]) < 201  # not one 8192x8192 RGB frame was held

@@ -20,7 +20,7 @@ from test_triton_repo import fake_onnx, make_spec
 
 from stdd_fast import CheckpointError, ConfigError, UnsafeCheckpointError, load_model
 from stdd_fast.checkpoints import read_state_dict
-from stdd_fast.export.triton_repo import write_triton_repo
+from stdd_fast.serve.triton_repo import write_triton_repo
 
 STDD = [sys.executable, "-c", "import sys; from stdd_fast.cli import main; sys.exit(main())"]
 

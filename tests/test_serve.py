@@ -207,13 +207,19 @@ def _metrics(served: Served) -> dict[str, float]:
 def test_repository_layout_and_settings_round_trip(files, tmp_path):
     from stdd_fast import Classifier
     from stdd_fast.errors import ConfigError
+    from stdd_fast.predict import PredictorConfig
     from stdd_fast.serve.model import ServingSettings
     from stdd_fast.serve.repository import write_serving_model
+    from stdd_fast.video import SamplingConfig
 
-    settings = ServingSettings(weights=str(files["weights"]), num_views=2, min_frames=1, batch_clips=6)
+    predictor = PredictorConfig(device="auto", dtype="auto", batch_clips=6, activation_budget_mb=512.0, quantize="int8")
+    settings = ServingSettings(
+        str(files["weights"]), predictor=predictor, sampling=SamplingConfig(num_views=2), min_frames=1
+    )
     assert ServingSettings.from_parameters(settings.to_parameters()) == settings
-    with pytest.raises(ConfigError, match="num_views='x': must be int"):
-        ServingSettings.from_parameters({"weights": "w", "num_views": "x"})
+    assert settings.to_parameters()["sampling.num_views"] == "2"
+    with pytest.raises(ConfigError, match=r"sampling.num_views=.x.: must be int"):
+        ServingSettings.from_parameters({"weights": "w", "sampling.num_views": "x"})
     with pytest.raises(ConfigError, match=r"\['shuffle'\] are not stdd settings"):
         ServingSettings.from_parameters({"weights": "w", "shuffle": "none"})
     classifier = Classifier.load(files["classifier"])

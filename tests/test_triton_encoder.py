@@ -14,10 +14,10 @@ from helpers import randomize_, report, small_arch
 from triton_fixtures import DEVICE, GPU_DTYPES, exact_fp32, realistic_, require_triton
 
 from stdd_fast import ConfigError, STCAConfig, create_model, score
-from stdd_fast.cuda_graphs import CudaGraphed, resolve_cuda_graphs
 from stdd_fast.head import score as score_piece
 from stdd_fast.numerics import FP32_MAX_REL, cosine_min, low_precision_bound, max_rel_err, min_cosine
-from stdd_fast.torch_predictor import TorchPredictor
+from stdd_fast.predict.cuda_graphs import CudaGraphed, resolve_cuda_graphs
+from stdd_fast.predict.torch_backend import TorchPredictor
 
 require_triton()
 
@@ -80,7 +80,7 @@ def test_triton_gradients_match_reference():
 def test_cuda_graphs_need_a_cuda_device():
     with pytest.raises(ConfigError, match="CUDA"):
         TorchPredictor(create_model("test-tiny"), cuda_graphs=True, device="cpu")
-    with pytest.raises(ConfigError, match="cuda_graphs='yes': must be True, False or 'auto'"):
+    with pytest.raises(ConfigError, match="unknown cuda_graphs 'yes'; valid values: True, False, 'auto'"):
         TorchPredictor(create_model("test-tiny"), cuda_graphs="yes", device="cpu")
 
 

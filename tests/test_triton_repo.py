@@ -12,9 +12,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from stdd_fast import ConfigError
-from stdd_fast.export.spec import METADATA_KEY, ExportSpec
-from stdd_fast.export.tensorrt_build import SIDECAR_FORMAT, SIDECAR_VERSION
-from stdd_fast.export.triton_repo import write_triton_repo
+from stdd_fast.graphs.plan import SIDECAR_FORMAT, SIDECAR_VERSION
+from stdd_fast.graphs.spec import METADATA_KEY, ExportSpec
+from stdd_fast.serve.triton_repo import write_triton_repo
 
 _DATA_TYPES = [
     "TYPE_INVALID",

@@ -14,12 +14,13 @@ the result is the single-process one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from stdd_fast.choices import SAMPLING_MODES, SHUFFLE_MODES
+from stdd_fast.choices import SHUFFLE_MODES
 from stdd_fast.cli import options
 from stdd_fast.cli.runner import Parser
 from stdd_fast.cli.runner import run as run_command
@@ -43,19 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--classifier", metavar="ART", help="a saved classifier artifact (stdd build-classifier)")
     src.add_argument("--xprompt", metavar="YAML", help="an official classes_xprompt_*.yml (prompt-level classifier)")
     src.add_argument("--askg", metavar="YAML", help="an official classes_ASKG_*.yml (triples rendered to clauses)")
-    options.add_device(p)
-    options.add_impl(p)
+    options.add_predictor(p, backend=False)
+    options.add_sampling(p)
+    options.add_decode(p)
     s = p.add_argument_group("protocol")
-    s.add_argument("--views", type=int, default=3, help="temporal views per video (official: 3)")
-    s.add_argument("--frames", type=int, default=8, help="frames per view (official: 8)")
-    s.add_argument("--sampling-rate", type=int, default=16, help="frame stride at --target-fps (official: 16)")
-    s.add_argument("--target-fps", type=float, default=30.0, help="the rate --sampling-rate counts at (official: 30)")
-    s.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
     s.add_argument("--shuffle", choices=SHUFFLE_MODES, default="none", help="STCA eval schedule (default none)")
-    e = p.add_argument_group("engine")
-    e.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: --views)")
-    e.add_argument("--decode-workers", type=int, default=None, help="threads decoding ahead (default: min(4, cores))")
-    e.add_argument("--decode-backend", choices=("auto", "pyav", "dali"), default="auto", help="video decoder")
     o = p.add_argument_group("output")
     o.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
     o.add_argument("--output", default="eval_out", help="directory for report.json and the PNGs")
@@ -68,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Evaluate as the parsed arguments say; returns the report."""
-    from stdd_fast.devices import default_dtype
     from stdd_fast.errors import ConfigError
     from stdd_fast.training import dist
     from stdd_fast.training.evaluate import evaluate_splits
@@ -77,6 +69,9 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError("pass --weights CKPT (or --arch NAME for a random-init smoke run)")
     if args.classes_file is None and args.classifier is None:
         raise ConfigError("pass --classes-file index2cls.json (or --classifier ART)")
+    if args.batch_clips is None:  # one video's views a forward, as the released evaluation
+        args.batch_clips = args.views
+    chosen = options.settings_of(args)
     env = dist.init_distributed(None if args.device == "auto" else args.device)
     try:
         if args.weights is not None:
@@ -103,16 +98,9 @@ def run(args: argparse.Namespace) -> dict:
             progress=not args.no_progress,
             save_logits=args.save_logits,
             plot=not args.no_plot,
-            dtype=default_dtype(env.device) if args.dtype == "auto" else args.dtype,
-            impl=args.impl,
-            num_views=args.views,
-            num_frames=args.frames,
-            sampling_rate=args.sampling_rate,
-            target_fps=args.target_fps,
-            sampling=args.sampling,
-            decode_workers=args.decode_workers,
-            decode_backend=args.decode_backend,
-            batch_clips=args.batch_clips if args.batch_clips is not None else args.views,
+            predictor=dataclasses.replace(chosen.predictor, device=str(env.device), arch=None, trust_pickle=False),
+            sampling=chosen.sampling,
+            decode=chosen.decode,
         )
     finally:
         dist.shutdown(env)

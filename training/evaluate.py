@@ -15,6 +15,7 @@ the single-process one (with deterministic STCA, i.e. ``shuffle`` "none" or "see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -23,12 +24,16 @@ from pathlib import Path
 import torch
 
 from stdd_fast.classifier import Classifier, build_classifier
+from stdd_fast.devices import resolve_device
 from stdd_fast.engine import Engine
 from stdd_fast.errors import ClassifierError
 from stdd_fast.model import STDDModel
+from stdd_fast.predict.config import PredictorConfig
 from stdd_fast.prompts import read_class_names
+from stdd_fast.settings import settings
 from stdd_fast.training import dist
 from stdd_fast.training.data import VideoItem, read_video_list
+from stdd_fast.video.config import DecodeConfig, SamplingConfig
 
 
 def accuracy_metrics(labels: torch.Tensor, logits: torch.Tensor, classes: Sequence[str], top_k: int = 5) -> dict:
@@ -176,26 +181,34 @@ def evaluate_splits(
     progress: bool = False,
     save_logits: bool = False,
     plot: bool = True,
-    **engine_kwargs: object,
+    predictor: PredictorConfig | None = None,
+    sampling: SamplingConfig | None = None,
+    decode: DecodeConfig | None = None,
+    **options: object,
 ) -> dict:
     """Evaluate ``model`` on each split file and summarise (mean ± std over the splits).
 
     csvs: one or more ``relative/path,label`` lists; classes_files: one index->class JSON for all,
-    or one per split (K600 splits each have their own). ``engine_kwargs`` go to :class:`Engine`
-    (device, dtype, impl, num_views, num_frames, sampling_rate, target_fps, sampling,
-    decode_workers, batch_clips; ``batch_clips`` defaults to ``num_views``: one video per forward).
+    or one per split (K600 splits each have their own). ``predictor`` / ``sampling`` / ``decode``: the
+    :class:`Engine`'s config objects, or their fields flat in ``options`` (device, dtype, impl,
+    num_views, num_frames, sampling_rate, target_fps, decode_workers, batch_clips...; ``batch_clips``
+    defaults to ``num_views``: one video per forward).
     Writes ``report.json``, ``confusion_<split>.png`` (and ``logits_<split>.pt`` with
     ``save_logits``) to ``output_dir`` on the main process. Returns the report dict.
     """
-    env = env or dist.DistEnv(device=torch.device(engine_kwargs.get("device", "cpu")))
+    chosen = settings(options, predictor=predictor, sampling=sampling, decode=decode)
+    env = env or dist.DistEnv(device=resolve_device(chosen.predictor.device))
+    config = dataclasses.replace(
+        chosen.predictor,
+        device=str(env.device),
+        batch_clips=chosen.predictor.batch_clips or chosen.sampling.num_views,
+    )
     csvs = [str(c) for c in csvs]
     if len(classes_files) not in (1, len(csvs)):
         raise ClassifierError(
             f"give one class list for all splits or one per split; got {len(classes_files)} for {len(csvs)} splits"
         )
     per_split = list(classes_files) * len(csvs) if len(classes_files) == 1 else list(classes_files)
-    engine_kwargs.setdefault("batch_clips", engine_kwargs.get("num_views", 3))
-    engine_kwargs["device"] = env.device
     # Classifiers first, while the model is still fp32 (the engine may cast it).
     classifiers: dict[str, Classifier] = {}
     for cf in per_split:
@@ -210,7 +223,9 @@ def evaluate_splits(
     for i, (csv, cf) in enumerate(zip(csvs, per_split, strict=True)):
         clf = classifiers[str(cf)]
         if str(cf) not in engines:
-            engines[str(cf)] = Engine(model, classifier=clf, **engine_kwargs)
+            engines[str(cf)] = Engine(
+                model, classifier=clf, predictor=config, sampling=chosen.sampling, decode=chosen.decode
+            )
         engine = engines[str(cf)]
         items = read_video_list(csv, prefix, clf.num_classes)
         logits, valid, errors = classify_split(engine, items, env, progress)

@@ -17,9 +17,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stdd_fast.errors import OutputError
+from stdd_fast.user_cache import cache_root
 
-DEFAULT_CACHE_DIR = Path("~/.cache/stdd_fast/askg")
 MAX_ENTRY_BYTES = 2**20
+
+
+CACHE_ROOT = object()  # cache_dir= default: default_cache_dir(), read when a run starts
+
+
+def default_cache_dir() -> Path:
+    """``askg/`` in the one cache root (``$STDD_CACHE_DIR``, else ``~/.cache/stdd_fast``)."""
+    return cache_root() / "askg"
 
 
 class AnswerCache:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from stdd_fast.askg.schema import AnswerError
+from stdd_fast.checks import check_int, check_number
 from stdd_fast.deps import require
 from stdd_fast.errors import ConfigError, StddError
 
@@ -74,11 +75,9 @@ class ChatClient:
             raise ConfigError(f"endpoint={endpoint!r}: give the base URL of the API, e.g. http://127.0.0.1:8080/v1")
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"model={model!r}: name the model the endpoint serves (e.g. the one it lists at /models)")
-        for name, value, low in (("timeout", timeout, 0), ("backoff", backoff, 0), ("max_backoff", max_backoff, 0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > low:
-                raise ConfigError(f"{name}={value!r}: must be a number of seconds > 0")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigError(f"retries={retries!r}: must be an int >= 0")
+        for name, value in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff)):
+            check_number(name, value, unit="seconds")
+        check_int("retries", retries, low=0)
         httpx = require("httpx")
         self.endpoint, self.model = base, model.strip()
         self.timeout, self.retries, self.backoff, self.max_backoff = float(timeout), retries, backoff, max_backoff

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stdd_fast.askg import output
-from stdd_fast.askg.cache import DEFAULT_CACHE_DIR, AnswerCache
+from stdd_fast.askg.cache import CACHE_ROOT, AnswerCache, default_cache_dir
 from stdd_fast.askg.client import ChatError
 from stdd_fast.askg.messages import (
     MAX_TOKENS,
@@ -39,6 +39,7 @@ from stdd_fast.askg.messages import (
     stage2_messages,
 )
 from stdd_fast.askg.schema import XPROMPT_FIELDS, AnswerError, check_askg, check_class_names, check_xprompt
+from stdd_fast.checks import check_int
 from stdd_fast.errors import ConfigError, OutputError, StddError
 from stdd_fast.terminal import progress_bar
 
@@ -219,7 +220,7 @@ def generate_askg(
     xprompt: bool = False,
     concurrency: int = 4,
     answer_retries: int = 2,
-    cache_dir: str | Path | None = DEFAULT_CACHE_DIR,
+    cache_dir: str | Path | object | None = CACHE_ROOT,
     progress: bool | None = None,
 ) -> AskgRun:
     """ASKG records for ``classes`` from ``client``'s chat model (see the module docstring for what runs).
@@ -230,15 +231,14 @@ def generate_askg(
     the records). xprompt: also run stage 2 (LLM clauses); without it the triples are rendered by
     :func:`stdd_fast.prompts.askg_clauses` when the classifier is built. concurrency: classes asked
     at once. answer_retries: re-asks per stage after an unusable answer. cache_dir: the answer
-    cache (None: none). progress: a bar on stderr (None: when stderr is a terminal).
+    cache (default: ``askg/`` in the user cache root, ``$STDD_CACHE_DIR`` moves it; None: none).
+    progress: a bar on stderr (None: when stderr is a terminal).
     """
     names = check_class_names(list(classes), "classes") if not isinstance(classes, str) else None
     if not names:
         raise ConfigError(f"classes={classes!r}: give a non-empty list of class names")
-    for what, value, high in (("concurrency", concurrency, MAX_CONCURRENCY), ("answer_retries", answer_retries, 20)):
-        low = 1 if what == "concurrency" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{what}={value!r}: must be an int from {low} to {high}")
+    check_int("concurrency", concurrency, high=MAX_CONCURRENCY)
+    check_int("answer_retries", answer_retries, low=0, high=20)
     path = Path(output_path) if output_path is not None else None
     if path is not None and not path.parent.is_dir():
         raise ConfigError(f"-o {path}: the folder {path.parent} does not exist; create it or write elsewhere")
@@ -250,6 +250,7 @@ def generate_askg(
         askg, clauses, note = _kept(earlier.get(name), name, xprompt)
         kept[name] = (askg, clauses)
         notes += [f"{path}: {note}"] if note else []
+    cache_dir = default_cache_dir() if cache_dir is CACHE_ROOT else cache_dir
     cache = AnswerCache(cache_dir) if cache_dir is not None else None
     asker = _Asker(client, cache, answer_retries, notes)
     done: dict[str, dict] = {}

@@ -9,16 +9,11 @@ that by asking again, then reports the class.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from stdd_fast.errors import ClassifierError, StddError
+from stdd_fast.errors import StddError
+from stdd_fast.prompts import ASKG_FIELDS, CONTROL_CHARS, XPROMPT_FIELDS, check_class_names  # noqa: F401
 
-CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-# The three triple lists of an ASKG record, and the xprompt clause list stage 2 writes for each.
-ASKG_FIELDS = ("obj_rel_triples", "act_obj_triples", "act_rel_triples")
-XPROMPT_FIELDS = ("xprompt_oo", "xprompt_ao", "xprompt_aa")
 CLAUSE_FIELD = dict(zip(ASKG_FIELDS, XPROMPT_FIELDS, strict=True))
 # The entity lists the released ASKG files also hold (objects; ordered sub-actions); no prompt uses them.
 ENTITY_FIELDS = ("obj_en_li", "sub_act_en_li")
@@ -31,25 +26,6 @@ MAX_GENERATED_CLAUSE_CHARS = 200  # per generated clause (released: at most 112;
 
 class AnswerError(StddError):
     """A chat answer that is not a usable record (the generator asks again, then reports the class)."""
-
-
-def check_class_names(names: Sequence[object], source: str) -> list[str]:
-    """Class names as given, checked: non-empty strings without control characters, each once.
-
-    Control characters (newlines, terminal escapes) would break labels files and reach terminals raw.
-    """
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise ClassifierError(f"{source}: class {i} is {name!r}; class names must be non-empty strings")
-        if CONTROL_CHARS.search(name):
-            raise ClassifierError(
-                f"{source}: class {i} ({name!r}) contains a control character (newline, tab, escape...); "
-                "use plain one-line names"
-            )
-    if len(set(names)) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        raise ClassifierError(f"{source}: duplicate class names {dupes[:5]}: each class must appear once")
-    return list(names)
 
 
 def normal(text: str) -> str:

@@ -10,6 +10,7 @@ address a local Ray starts on this machine (and stops at the end); with ``ray_ad
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -94,14 +95,13 @@ def _plan(config: BatchConfig, wait_for_resources: bool) -> tuple[PredictorPlan,
     cluster = ray.cluster_resources()
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     asked = config.gpus_per_worker
-    if config.device == "auto":  # the workers' device: CUDA where the cluster (or the request) has GPUs
-        cuda = asked > 0 if asked is not None else gpus > 0
-        device = "cuda" if cuda else "cpu"
-    else:
-        device, cuda = config.device, config.device.startswith("cuda")
+    device = config.predictor.device
+    if device == "auto":  # the workers' device: CUDA where the cluster (or the request) has GPUs
+        device = "cuda" if (asked > 0 if asked is not None else gpus > 0) else "cpu"
+    cuda = device.startswith("cuda")
     if cuda and gpus == 0:
         raise ConfigError(f"device={device!r}, but the Ray cluster has no GPU: use device 'cpu' (--device cpu)")
-    dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if cuda else "float32")
+    dtype = config.predictor.dtype if config.predictor.dtype != "auto" else ("bfloat16" if cuda else "float32")
     worker_gpus = asked if asked is not None else (1.0 if cuda else 0.0)
     spare = (cpus - config.decode_cpus) / config.workers  # what is left per actor beside one decoding task
     worker_cpus = config.cpus_per_worker or (1.0 if cuda or wait_for_resources else max(min(1.0, spare), 0.0))
@@ -116,7 +116,7 @@ def _plan(config: BatchConfig, wait_for_resources: bool) -> tuple[PredictorPlan,
             raise ConfigError(message)
         warnings.warn(message + " (waiting for the cluster to grow)", stacklevel=3)
     resources = {"num_cpus": worker_cpus, "num_gpus": worker_gpus}
-    return PredictorPlan(config, device, dtype), resources
+    return PredictorPlan(config, dataclasses.replace(config.predictor, device=device, dtype=dtype)), resources
 
 
 def _probe(plan: PredictorPlan, resources: dict) -> ProbeFacts:
@@ -146,9 +146,9 @@ def corpus_dataset(inputs: Sequence[str | Path], config: BatchConfig, *, wait_fo
         raise ConfigError("no videos to classify: pass files, folders, globs or list files")
     plan, resources = _plan(config, wait_for_resources)
     facts = _probe(plan, resources)
-    views = config.num_views
-    shape = (views, config.num_frames, facts.embed_dim) if config.embeddings else None
-    threads = None if plan.device.startswith("cuda") else max(1, math.floor(resources["num_cpus"]))
+    views = config.sampling.num_views
+    shape = (views, config.sampling.num_frames, facts.embed_dim) if config.embeddings else None
+    threads = None if plan.predictor.device.startswith("cuda") else max(1, math.floor(resources["num_cpus"]))
     blocks = max(1, math.ceil(len(paths) / VIDEOS_PER_TASK))
     with warnings.catch_warnings():
         # Ray 2.60 flags max_retries / max_restarts / max_task_retries as deprecated "ray_remote_args" but

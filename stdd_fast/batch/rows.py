@@ -12,6 +12,9 @@ column             type                  value
 ``error_type``     string                the error's class (``VideoError``, ``NonFiniteError``...); null: ok
 ``error``          string                its message, naming the file; null when the video worked
 ``decode_backend`` string                which decoder read it (``pyav``); null when it could not be opened
+``backend``        string                the predictor that scored it (``torch``, ``onnxruntime``, ``tensorrt``)
+``linear_format``  string                its linear layers' format when not the model's dtype (``int8``,
+                                         ``fp8``); null otherwise, and for a video the predictor never saw
 ``decode_s``       float64               seconds probing and decoding
 ``preprocess_s``   float64               seconds resizing, cropping, normalising
 ``encode_s``       float64               its share (by clips) of the predictor call it ran in
@@ -33,6 +36,7 @@ import numpy as np
 from stdd_fast.deps import require
 
 TIMES = ("decode_s", "preprocess_s", "encode_s")
+SCHEMA_VERSION = 2  # 2: backend and linear_format columns
 
 
 def result_schema(embeddings_shape: tuple[int, int, int] | None = None):
@@ -46,6 +50,8 @@ def result_schema(embeddings_shape: tuple[int, int, int] | None = None):
         pa.field("error_type", pa.string()),
         pa.field("error", pa.string()),
         pa.field("decode_backend", pa.string()),
+        pa.field("backend", pa.string()),
+        pa.field("linear_format", pa.string()),
         *(pa.field(name, pa.float64()) for name in TIMES),
     ]
     if embeddings_shape is not None:
@@ -84,12 +90,14 @@ def failed_row(path: str, error_type: str, error: str, decode_backend: str | Non
         "error_type": error_type,
         "error": error,
         "decode_backend": decode_backend,
+        "backend": None,
+        "linear_format": None,
         **dict(zip(TIMES, seconds, strict=True)),
     }
 
 
-def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool) -> dict:
-    """A video's results from its :class:`~stdd_fast.batching.PredictedVideo`, ranked as ``Engine.classify``
+def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool, predictor) -> dict:
+    """A video's results from its :class:`~stdd_fast.predict.batching.PredictedVideo`, ranked as ``Engine.classify``
     ranks them (:func:`~stdd_fast.head.rank_views`); float32 values, exactly the Engine's."""
     from stdd_fast.head import rank_views
 
@@ -102,6 +110,8 @@ def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool) -> dict:
         "error_type": None,
         "error": None,
         "decode_backend": predicted.loaded.backend,
+        "backend": predictor.backend,
+        "linear_format": predictor.linear_format,
         **dict(zip(TIMES, seconds, strict=True)),
     }
     if embeddings:

@@ -4,7 +4,7 @@
   official sampling, PyAV decoding, transforms). A video that fails becomes a row with its typed
   error; the stage never raises.
 * :class:`ClassifyVideos` (actors, one predictor each): a batch of decoded rows -> result rows,
-  scored as the Engine scores them (:func:`stdd_fast.batching.predict_videos`: the batch's clips in
+  scored as the Engine scores them (:func:`stdd_fast.predict.batching.predict_videos`: the batch's clips in
   one predictor call, split back per video, NaN/Inf as a ``NonFiniteError`` row).
 
 :func:`probe_predictor` builds the predictor once where the actors will run, before the job starts:
@@ -20,38 +20,24 @@ import numpy as np
 
 from stdd_fast.batch.config import BatchConfig
 from stdd_fast.batch.rows import decoded_row, failed_row, ranked_row, table, text
+from stdd_fast.predict.config import ClassSource, PredictorConfig
 
 
 @dataclass(frozen=True)
 class PredictorPlan:
-    """The :func:`~stdd_fast.predictor_factory.build_predictor` call of every actor (device and dtype resolved)."""
+    """What every actor builds: the job, its predictor config resolved for the workers (device, dtype), and the
+    classifier the probe built once (None: the job's class source as given, or an exported graph's own)."""
 
     config: BatchConfig
-    device: str
-    dtype: str
-    classifier: object = None  # a Classifier built once by the probe, else config.classifier (a path or None)
+    predictor: PredictorConfig
+    classifier: object = None
 
     def build(self):
-        from stdd_fast.predictor_factory import build_predictor
+        from stdd_fast.predict.build import build_predictor
 
         c = self.config
-        built = self.classifier is not None
-        return build_predictor(
-            c.weights,
-            None if built else (list(c.classes) if c.classes else None),
-            self.classifier if built else c.classifier,
-            xprompt=None if built else c.xprompt,
-            askg=None if built else c.askg,
-            backend=c.backend,
-            device=self.device,
-            dtype=self.dtype,
-            impl=c.impl,
-            arch=c.arch,
-            trust_pickle=c.trust_pickle,
-            batch_clips=c.batch_clips,
-            memory_budget_mb=c.memory_budget_mb,
-            num_frames=c.num_frames,
-        )
+        source = ClassSource(classifier=self.classifier) if self.classifier is not None else c.classes
+        return build_predictor(c.weights, source, config=self.predictor, num_frames=c.sampling.num_frames)
 
 
 @dataclass(frozen=True)
@@ -71,7 +57,7 @@ def probe_predictor(plan: PredictorPlan) -> ProbeFacts:
 
     predictor = plan.build()
     c = plan.config
-    zeros = torch.zeros(1, c.num_frames, 3, predictor.image_size, predictor.image_size)
+    zeros = torch.zeros(1, c.sampling.num_frames, 3, predictor.image_size, predictor.image_size)
     embed_dim = predictor.predict(zeros).embeddings.shape[-1]
     built = None if c.exported else getattr(predictor, "classifier", None)  # an exported graph has its own
     actors = replace(plan, classifier=built.to("cpu")) if built is not None else plan
@@ -87,15 +73,12 @@ class DecodeVideos:
 
     def __call__(self, row: dict) -> dict:
         if self._loader is None:
-            from stdd_fast.video.loader import DecodeConfig, VideoLoader
-            from stdd_fast.video.sampling import SamplingConfig
+            from stdd_fast.video.loader import VideoLoader
 
             c = self.config
-            sampling = SamplingConfig(c.num_frames, c.sampling_rate, c.target_fps, c.num_views, c.sampling)
-            decode = DecodeConfig(c.decode_backend, memory_budget_mb=c.decode_memory_mb)
-            self._loader = VideoLoader(sampling, decode, self.image_size, "cpu")
+            self._loader = VideoLoader(c.sampling, c.decode, self.image_size, "cpu")
         loaded = self._loader.load_one(0, row["path"])  # errors come back in loaded.error
-        return decoded_row(loaded, self.config.num_frames, self.image_size)
+        return decoded_row(loaded, self.config.sampling.num_frames, self.image_size)
 
 
 class ClassifyVideos:
@@ -110,7 +93,7 @@ class ClassifyVideos:
         self.config, self.schema = plan.config, schema
 
     def __call__(self, batch: dict[str, np.ndarray]):
-        from stdd_fast.batching import predict_videos
+        from stdd_fast.predict.batching import predict_videos
 
         rows: list[dict | None] = [None] * len(batch["path"])
         ready = []
@@ -126,7 +109,7 @@ class ClassifyVideos:
             if p.logits is None:  # NaN/Inf outputs: that video's NonFiniteError
                 rows[v.index] = failed_row(v.source, type(v.error).__name__, str(v.error), v.backend, seconds)
             else:
-                rows[v.index] = ranked_row(p, self.config.top_k, seconds, self.config.embeddings)
+                rows[v.index] = ranked_row(p, self.config.top_k, seconds, self.config.embeddings, self.predictor)
         return table(rows, self.schema)
 
 

@@ -28,7 +28,7 @@ from stdd_fast.cli import options
 from stdd_fast.cli.runner import Parser, UsageError
 from stdd_fast.cli.runner import run as run_command
 from stdd_fast.config import STCAConfig, get_arch
-from stdd_fast.devices import default_dtype, resolve_device, resolve_precision
+from stdd_fast.devices import resolve_device, resolve_precision
 from stdd_fast.errors import StddError
 from stdd_fast.factory import create_model, load_model
 from stdd_fast.head import score
@@ -75,10 +75,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    device = resolve_device(args.device)
+    predictor = options.settings_of(args).predictor  # --device, --dtype, --arch, --trust-pickle
+    device = resolve_device(predictor.device)
     gpu = device.type == "cuda"
-    dtype, linear_format = (default_dtype(device), None) if args.dtype == "auto" else resolve_precision(args.dtype)
-    arch = get_arch(args.arch or "ViT-B-16")
+    dtype, linear_format = resolve_precision(predictor.dtype, device)
+    arch = get_arch(predictor.arch or "ViT-B-16")
     batches = _positive_ints(args.batch or ("32" if gpu else "1"), "--batch")
     if args.frames < 1 or args.num_classes < 1 or args.prompts < 1:
         raise UsageError("--frames, --num-classes and --prompts must be >= 1")
@@ -91,7 +92,7 @@ def _config(args: argparse.Namespace) -> dict:
     if not paths:
         raise UsageError("--paths is empty")
     if linear_format is not None:  # --dtype fp8: every path in fp8 (the model timed is bf16)
-        paths = [dataclasses.replace(p, dtype=args.dtype) for p in paths]
+        paths = [dataclasses.replace(p, dtype=predictor.dtype) for p in paths]
     if args.paths is None:  # defaults: only what runs here
         paths = [p for p in paths if unavailable_reason(p, device, dtype) is None]
     videos = [Path(v) for v in args.video or []]
@@ -99,9 +100,9 @@ def _config(args: argparse.Namespace) -> dict:
     if missing:
         raise UsageError(f"--video: no such file(s): {', '.join(missing)}")
     # precision: what the Engine and the record are told (dtype is the model's: bfloat16 for fp8)
-    precision = args.dtype if linear_format is not None else dtype
+    precision = predictor.dtype if linear_format is not None else dtype
     return dict(device=device, dtype=dtype, precision=precision, arch=arch, batches=batches, warmup=warmup,
-                iters=iters, paths=paths, videos=videos)  # fmt: skip
+                iters=iters, paths=paths, videos=videos, predictor=predictor)  # fmt: skip
 
 
 def _random_classifier(classes: int, prompts: int, dim: int, seed: int) -> Classifier:
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> dict:
     print(format_header(env, config), flush=True)
 
     if args.weights is not None:
-        model32 = load_model(args.weights, arch=args.arch, device=device, trust_pickle=args.trust_pickle)
+        p = cfg["predictor"]
+        model32 = load_model(args.weights, arch=p.arch, device=device, trust_pickle=p.trust_pickle)
         cfg["arch"] = model32.arch
     else:
         model32 = create_model(cfg["arch"], stca=stca, seed=args.seed, device=device)

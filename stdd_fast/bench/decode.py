@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.errors import ConfigError, StddError
-from stdd_fast.video.decode import read_clips
-from stdd_fast.video.info import check_backend
+from stdd_fast.checks import check_int
+from stdd_fast.errors import StddError
+from stdd_fast.video.config import SamplingConfig, check_backend
+from stdd_fast.video.decoding import read_clips
 from stdd_fast.video.pyav import probe
-from stdd_fast.video.sampling import SamplingConfig
 
 
 def decode_throughput(
@@ -44,8 +44,7 @@ def decode_throughput(
     """
     check_backend(backend)
     sampling = SamplingConfig() if sampling is None else sampling
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats={repeats!r}: must be an int >= 1")
+    check_int("repeats", repeats)
     dev = torch.device(device)
     skipped: dict[str, str] = {}
     decoded, seconds, probe_seconds = 0, 0.0, 0.0

@@ -36,10 +36,10 @@ from stdd_fast.errors import BackendUnavailableError, ConfigError
 from stdd_fast.fp8 import check_device as check_fp8_device
 from stdd_fast.model import STDDModel
 from stdd_fast.ops import resolve_impl
-from stdd_fast.torch_predictor import TorchPredictor
+from stdd_fast.predict.torch_backend import TorchPredictor
 
 if TYPE_CHECKING:
-    from stdd_fast.export.predictor import ExportedPredictor
+    from stdd_fast.predict.exported import ExportedPredictor
 
 IMPLS = ("reference", "fused", "triton")
 MODES = ("compile", "autotune", "graph")
@@ -123,7 +123,7 @@ def build_predictor(
     if path.dtype is not None:
         model, dtype = copy.deepcopy(model), path.dtype
     if (path.mode == "onnxruntime" and path.impl == "fused") or path.mode == "int8":
-        from stdd_fast.predictor_factory import build_predictor
+        from stdd_fast.predict.build import build_predictor
 
         return build_predictor(
             model, classifier=classifier, backend="onnxruntime", num_frames=example.shape[1],
@@ -131,19 +131,16 @@ def build_predictor(
         )  # fmt: skip
     if path.mode == "onnxruntime":
         from stdd_fast.export import export_onnx
-        from stdd_fast.export.predictor import ExportedPredictor
+        from stdd_fast.predict.exported import ExportedPredictor
 
         workdir = workdir or Path(tempfile.mkdtemp(prefix="stdd-bench-"))
         onnx_path = export_onnx(
             model, classifier, workdir / f"bench-{path.impl}.onnx", num_frames=example.shape[1], impl=path.impl,
             verify=False,
         )  # fmt: skip
-        return ExportedPredictor(
-            "onnxruntime", onnx_path, classifier=classifier, batch_clips=example.shape[0],
-            session_options=_quiet_session_options(),
-        )  # fmt: skip
+        return ExportedPredictor("onnxruntime", onnx_path, classifier=classifier, batch_clips=example.shape[0])
     if path.mode == "default":
-        from stdd_fast.predictor_factory import build_predictor
+        from stdd_fast.predict.build import build_predictor
 
         return build_predictor(
             model, classifier=classifier, device=example.device, dtype=dtype, num_frames=example.shape[1],
@@ -178,13 +175,3 @@ def build_callable(
     embeddings(example)  # warm-up: index tables, folded weights, kernel tuning, compilation, graph capture
     embeddings.predictor = predictor
     return embeddings
-
-
-def _quiet_session_options():
-    """ONNX Runtime options for sharing the CPU with torch: its idle threads must not spin between calls."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return opts

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from stdd_fast.batch.config import BATCH_DECODE_CHOICES
 from stdd_fast.cli import options
 from stdd_fast.cli.inputs import expand_inputs
 from stdd_fast.cli.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
@@ -30,10 +31,10 @@ def add_parser(sub) -> None:
     c.add_argument("--embeddings", action="store_true", help="also store each video's frame embeddings [V, T, D]")
     options.add_weights(c)
     options.add_classes(c)
-    options.add_device(c)
-    options.add_impl(c)
-    options.add_engine(c)
+    options.add_predictor(c)
     options.add_sampling(c)
+    options.add_decode(c, choices=BATCH_DECODE_CHOICES)
+    c.add_argument("--top-k", type=int, default=5, help="classes to store per video (default 5)")
     g = c.add_argument_group("Ray")
     g.add_argument("--ray-address", metavar="ADDR", help="join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT")
     g.add_argument("--workers", type=int, default=1, help="inference actors, one predictor each (default 1)")
@@ -69,22 +70,13 @@ def _quiet_ray_logs() -> None:
 def run(args: argparse.Namespace) -> int:
     from stdd_fast.batch import BatchConfig, classify_corpus
 
+    chosen = options.settings_of(args)
     config = BatchConfig(
         args.weights,
-        **options.class_source(args, required=False),  # exported graphs have their classes baked in
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        impl=args.impl,
-        arch=args.arch,
-        trust_pickle=args.trust_pickle,
-        sampling=args.sampling,
-        num_views=args.views,
-        num_frames=args.frames,
-        sampling_rate=args.sampling_rate,
-        decode_backend=args.decode_backend,
-        decode_memory_mb=args.decode_memory_mb,
-        batch_clips=args.batch_clips,
+        chosen.classes,  # an exported graph has its classes baked in
+        predictor=chosen.predictor,
+        sampling=chosen.sampling,
+        decode=chosen.decode,
         top_k=args.top_k,
         embeddings=args.embeddings,
         workers=args.workers,

@@ -34,16 +34,18 @@ def run(args: argparse.Namespace) -> int:
     from stdd_fast.devices import resolve_device
     from stdd_fast.factory import load_model
 
-    source = options.class_source(args)
+    chosen = options.settings_of(args)
+    source = chosen.classes.require()
     output = Path(args.output)
     if output.is_dir():
         raise ConfigError(f"-o {output} is a folder; name the artifact file, e.g. {output / 'classes.safetensors'}")
-    model = load_model(args.weights, arch=args.arch, device=resolve_device(args.device), trust_pickle=args.trust_pickle)
+    p = chosen.predictor
+    model = load_model(args.weights, arch=p.arch, device=resolve_device(p.device), trust_pickle=p.trust_pickle)
     clf = build_classifier(
         model,
-        source["classes"],
-        xprompt=source["xprompt"],
-        askg=source["askg"],
+        None if source.classes is None else list(source.classes),
+        xprompt=source.xprompt,
+        askg=source.askg,
         match=args.match,
         reduce=args.reduce,
         progress=False,

@@ -20,10 +20,10 @@ def add_parser(sub) -> None:
     c.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders (searched), globs, .txt/.csv lists")
     options.add_weights(c)
     options.add_classes(c)
-    options.add_device(c)
-    options.add_impl(c)
-    options.add_engine(c)
+    options.add_predictor(c)
     options.add_sampling(c)
+    options.add_decode(c)
+    c.add_argument("--top-k", type=int, default=5, help="classes to report per video (default 5)")
     c.add_argument("--output", "-o", metavar="FILE", help="also write every result to results.jsonl or results.csv")
     c.add_argument("--json", action="store_true", help="print JSON lines instead of the table")
     c.add_argument("--no-progress", action="store_true", help="never show a progress bar")
@@ -46,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_output(args.output)  # before the model loads
     videos = expand_inputs(args.videos, unique=False)  # a file named twice is classified twice, as asked
-    engine = Engine(args.weights, **options.engine_options(args, num_views=args.views, sampling=args.sampling))
+    chosen = options.settings_of(args)
+    chosen.classes.require()
+    engine = Engine(
+        args.weights, chosen.classes, predictor=chosen.predictor, sampling=chosen.sampling, decode=chosen.decode
+    )
     out = ResultsFile(args.output, engine.classes) if args.output else None  # an unwritable file: exit 2, first
     options.report_backend(engine.predictor)
     failed = done = 0

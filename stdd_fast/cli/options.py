@@ -1,15 +1,47 @@
-"""Argument groups every command shares, so a flag means the same thing (and lists its choices) everywhere.
+"""The command line's option groups, one per config object, so a flag means the same thing everywhere.
 
-Imports no torch: ``--help`` of any command answers at once.
+* :func:`add_weights`: ``--weights`` and how it loads (``--arch``, ``--trust-pickle``: predictor fields);
+* :func:`add_classes`: the :class:`~stdd_fast.predict.ClassSource` flags;
+* :func:`add_predictor`: the :class:`~stdd_fast.predict.PredictorConfig` flags;
+* :func:`add_sampling`: the :class:`~stdd_fast.video.config.SamplingConfig` flags;
+* :func:`add_decode`: the :class:`~stdd_fast.video.config.DecodeConfig` flags.
+
+Every flag they add is registered in :data:`FIELDS` (its ``dest`` -> the section and field it sets), and
+:func:`settings_of` builds the config objects from parsed arguments through that one table: a flag a
+command accepts reaches its config or is refused. Imports no torch: ``--help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-from stdd_fast.choices import BACKENDS, DECODE_CHOICES, DTYPE_NAMES, IMPLS, SAMPLING_MODES
+from stdd_fast.choices import (
+    BACKENDS,
+    COMPILE_MODES,
+    DECODE_CHOICES,
+    DTYPE_NAMES,
+    GEMMS,
+    IMPLS,
+    QUANTIZE,
+    SAMPLING_MODES,
+)
 from stdd_fast.config import list_models
 from stdd_fast.errors import ConfigError
+
+# argparse dest -> (config section, field); the classes flags are read together by class_source
+FIELDS: dict[str, tuple[str, str]] = {}
+CLASS_FLAGS = ("classes", "classes_file", "classifier", "xprompt", "askg")
+_CONVERT: dict[str, Any] = {
+    "cuda_graphs": {"auto": "auto", "on": True, "off": False}.__getitem__,
+    "compile": lambda v: {"off": False, "on": True}.get(v, v),
+}
+
+
+def _add(group, *flags: str, field: tuple[str, str], **kwargs) -> None:
+    action = group.add_argument(*flags, **kwargs)
+    FIELDS[action.dest] = field
 
 
 def add_weights(p: argparse.ArgumentParser, required: bool = True, what: str = "checkpoint") -> None:
@@ -22,41 +54,20 @@ def add_weights(p: argparse.ArgumentParser, required: bool = True, what: str = "
         help=f"{what}: OpenAI/open_clip CLIP, official STDD (.pyth/.pth) or stdd-fast safetensors"
         + ("" if required else " (default: seeded random weights)"),
     )
-    g.add_argument(
+    _add(
+        g,
         "--arch",
+        field=("predictor", "arch"),
         default=None,
         metavar="NAME",
         help=f"architecture, checked against the weights (default: detected); built in: {', '.join(list_models())}",
     )
-    g.add_argument(
+    _add(
+        g,
         "--trust-pickle",
+        field=("predictor", "trust_pickle"),
         action="store_true",
         help="allow checkpoints that run code when loaded (pickles, TorchScript code): only for files you trust",
-    )
-
-
-def add_device(p: argparse.ArgumentParser, dtype: bool = True) -> None:
-    """--device auto|cpu|cuda|cuda:N and --dtype (auto: bf16 on a GPU, fp32 on the CPU)."""
-    g = p.add_argument_group("device")
-    g.add_argument(
-        "--device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)"
-    )
-    if dtype:
-        g.add_argument(
-            "--dtype",
-            default="auto",
-            choices=("auto", *DTYPE_NAMES),
-            help="model dtype; auto: bf16 on a GPU, float32 on the CPU (default auto); fp8 (opt-in, not exact): bf16 "
-            "weights with the STCA blocks' linear layers as fp8 GEMMs (Ada/Hopper GPUs; the torch backend)",
-        )
-
-
-def add_impl(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--impl",
-        choices=IMPLS,
-        default="auto",
-        help="STCA implementation; auto: triton on CUDA, the fused rewrite on the CPU (default auto)",
     )
 
 
@@ -75,6 +86,187 @@ def add_classes(p: argparse.ArgumentParser, artifact: bool = True) -> None:
         g.add_argument("--classifier", metavar="ART", help="a classifier artifact from `stdd build-classifier`")
 
 
+def add_device(p: argparse.ArgumentParser, dtype: bool = True, group=None) -> None:
+    """--device (and --dtype): where the model runs, in which precision (PredictorConfig fields)."""
+    g = group or p.add_argument_group("device")
+    f = "predictor"
+    _add(
+        g,
+        "--device",
+        field=(f, "device"),
+        default="auto",
+        metavar="DEV",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
+    )
+    if dtype:
+        _add(
+            g,
+            "--dtype",
+            field=(f, "dtype"),
+            default="auto",
+            choices=("auto", *DTYPE_NAMES),
+            help="model dtype; auto: bf16 on a GPU, float32 on the CPU (default auto); fp8 (opt-in, not exact): bf16 "
+            "weights with the STCA blocks' linear layers as fp8 GEMMs (Ada/Hopper GPUs; the torch backend)",
+        )
+
+
+def add_predictor(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    """The PredictorConfig flags: what runs the model, where, in which precision."""
+    g = p.add_argument_group("predictor")
+    f = "predictor"
+    if backend:
+        _add(
+            g,
+            "--backend",
+            field=(f, "backend"),
+            choices=BACKENDS,
+            default="auto",
+            help="auto (default: on the CPU the faster exact path, measured once per machine; on a GPU torch), "
+            "torch, onnxruntime / tensorrt (with a stdd-export .onnx / .plan as --weights)",
+        )
+    add_device(p, group=g)
+    _add(
+        g,
+        "--impl",
+        field=(f, "impl"),
+        choices=IMPLS,
+        default="auto",
+        help="STCA implementation; auto: triton on CUDA, the fused rewrite on the CPU (default auto)",
+    )
+    if backend:
+        _add(
+            g,
+            "--quantize",
+            field=(f, "quantize"),
+            choices=QUANTIZE,
+            default=None,
+            help="opt-in int8 MatMul weights on the ONNX Runtime CPU path (not exact; see the benchmark's int8 row)",
+        )
+    _add(
+        g,
+        "--batch-clips",
+        field=(f, "batch_clips"),
+        type=int,
+        default=None,
+        help="clips per forward (default: by --activation-budget-mb)",
+    )
+    _add(
+        g,
+        "--activation-budget-mb",
+        field=(f, "activation_budget_mb"),
+        type=float,
+        default=1024.0,
+        help="activations one forward may hold, MiB: sizes the default --batch-clips (default 1024)",
+    )
+    _add(
+        g,
+        "--compile",
+        field=(f, "compile"),
+        choices=("off", "on", *COMPILE_MODES),
+        default="off",
+        help="torch.compile the encoder (on = mode default); torch backend",
+    )
+    _add(
+        g,
+        "--cuda-graphs",
+        field=(f, "cuda_graphs"),
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="replay the encoder from CUDA graphs (auto: on CUDA with fixed shapes and schedule)",
+    )
+    _add(
+        g,
+        "--gemm",
+        field=(f, "gemm"),
+        choices=("auto", *GEMMS),
+        default="auto",
+        help="what the triton path's linear layers run (auto: $STDD_GEMM, else cuBLAS)",
+    )
+
+
+def add_sampling(p: argparse.ArgumentParser, views: bool = True) -> None:
+    """The SamplingConfig flags: which frames a video (or a stream window) contributes."""
+    g = p.add_argument_group("sampling")
+    f = "sampling"
+    _add(g, "--frames", field=(f, "num_frames"), type=int, default=8, help="frames per view or window, T (default 8)")
+    _add(
+        g,
+        "--sampling-rate",
+        field=(f, "sampling_rate"),
+        type=int,
+        default=16,
+        help="frame stride at --target-fps (default 16)",
+    )
+    _add(
+        g,
+        "--target-fps",
+        field=(f, "target_fps"),
+        type=float,
+        default=30.0,
+        help="the rate --sampling-rate counts at (default 30)",
+    )
+    if views:
+        _add(
+            g,
+            "--views",
+            field=(f, "num_views"),
+            type=int,
+            default=3,
+            help="temporal views per video (default 3, the released protocol)",
+        )
+        _add(
+            g,
+            "--sampling",
+            field=(f, "mode"),
+            choices=SAMPLING_MODES,
+            default="official",
+            help="frame sampling protocol",
+        )
+
+
+def add_decode(p: argparse.ArgumentParser, choices: tuple[str, ...] = DECODE_CHOICES) -> None:
+    """The DecodeConfig flags: which decoder, how many threads, how much memory one video may take."""
+    g = p.add_argument_group("decoding")
+    f = "decode"
+    _add(
+        g,
+        "--decode-backend",
+        field=(f, "backend"),
+        choices=choices,
+        default="auto",
+        help="video decoder: auto (DALI/NVDEC on a CUDA device when installed, else PyAV), pyav, dali",
+    )
+    _add(
+        g,
+        "--decode-workers",
+        field=(f, "workers"),
+        type=int,
+        default=None,
+        help="videos decoded ahead (default: min(4, cores))",
+    )
+    _add(
+        g,
+        "--decode-threads",
+        field=(f, "threads"),
+        type=int,
+        default=None,
+        help="FFmpeg threads per video (default: FFmpeg's)",
+    )
+    _add(
+        g,
+        "--frame-budget-mb",
+        "--decode-memory-mb",
+        field=(f, "frame_budget_mb"),
+        type=float,
+        default=2048.0,
+        help="the most memory decoding one video may take, MiB (default 2048); bigger videos fail before decoding",
+    )
+
+
+def add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+
+
 def class_names(args: argparse.Namespace) -> list[str] | None:
     """The names --classes / --classes-file give (None when neither is given)."""
     from stdd_fast.prompts import read_class_names
@@ -91,98 +283,38 @@ def class_names(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def class_source(args: argparse.Namespace, required: bool = True) -> dict:
-    """The classifier keywords of build_predictor / Engine (classes, classifier, xprompt, askg), checked."""
-    names = class_names(args)
-    artifact = getattr(args, "classifier", None)
-    if args.xprompt is not None and args.askg is not None:
-        raise ConfigError("pass --xprompt or --askg, not both")
-    if artifact is not None and (names is not None or args.xprompt is not None or args.askg is not None):
-        raise ConfigError("--classifier already holds the classes: drop --classes/--classes-file/--xprompt/--askg")
-    if required and artifact is None and names is None and args.xprompt is None and args.askg is None:
-        raise ConfigError(
-            "no classes: pass --classes 'a,b,c', --classes-file F, --xprompt YAML, --askg YAML or --classifier ART"
-        )
-    return {"classes": names, "classifier": artifact, "xprompt": args.xprompt, "askg": args.askg}
+def class_source(args: argparse.Namespace):
+    """The :class:`~stdd_fast.predict.ClassSource` the class flags name (checked once, there)."""
+    from stdd_fast.predict.config import ClassSource
+
+    return ClassSource(class_names(args), getattr(args, "classifier", None), args.xprompt, args.askg)
 
 
-def add_engine(p: argparse.ArgumentParser) -> None:
-    """What an Engine needs beyond the model and the classes: backend, frames, batching, decoding."""
-    g = p.add_argument_group("engine")
-    g.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="auto (default: on the CPU the fused encoder in ONNX Runtime, the fastest exact path; else torch), "
-        "torch, onnxruntime / tensorrt (with a stdd-export .onnx / .plan as --weights)",
-    )
-    g.add_argument(
-        "--quantize",
-        choices=("int8",),
-        default=None,
-        help="opt-in int8 MatMul weights on the ONNX Runtime CPU path (not exact; see the benchmark's int8 row)",
-    )
-    g.add_argument("--top-k", type=int, default=5, help="classes to report per video or window (default 5)")
-    g.add_argument("--frames", type=int, default=8, help="frames per view or window, T (default 8)")
-    g.add_argument("--sampling-rate", type=int, default=16, help="frame stride at --target-fps (default 16)")
-    g.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: by memory budget)")
-    g.add_argument(
-        "--decode-backend",
-        choices=DECODE_CHOICES,
-        default="auto",
-        help="video decoder: auto (DALI/NVDEC on a CUDA device when installed, else PyAV), pyav, dali",
-    )
-    g.add_argument(
-        "--decode-memory-mb",
-        type=float,
-        default=2048.0,
-        help="most decoded RGB frames one video may hold, MiB (default 2048); bigger videos fail before decoding",
-    )
+def settings_of(args: argparse.Namespace, **fixed: dict[str, Any]):
+    """The config objects the parsed flags name (:class:`~stdd_fast.settings.Settings`): every registered flag
+    the command has sets its field; ``fixed`` pins fields a command decides itself (``sampling={"num_views": 1}``).
+    """
+    from stdd_fast.settings import SECTIONS, Settings
 
-
-def add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--views", type=int, default=3, help="temporal views per video (default 3, the released protocol)")
-    p.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
-
-
-def add_debug(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for dest, value in vars(args).items():
+        if dest in FIELDS:
+            section, field = FIELDS[dest]
+            values[section][field] = _CONVERT.get(dest, lambda v: v)(value)
+    for section, pinned in fixed.items():
+        values[section].update(pinned)
+    made = {s: kind(**values[s]) for s, kind in SECTIONS.items() if s != "classes"}
+    has_classes = all(hasattr(args, flag) for flag in ("classes", "classes_file", "xprompt", "askg"))
+    made["classes"] = class_source(args) if has_classes else SECTIONS["classes"]()
+    return Settings(**made)
 
 
 def report_backend(predictor) -> None:
     """One line on stderr: which backend runs and why, and what setting it up cost (a graph built or cached)."""
-    import sys
-
-    line = f"stdd: backend: {getattr(predictor, 'backend_choice', predictor.backend)}"
-    cache = getattr(predictor, "cache", None)
-    if cache is not None:
-        how = f"built in {cache.seconds:.1f} s ({cache.note})" if cache.built else "from the cache"
-        line += f"; encoder graph {how}: {cache.path}"
-    if getattr(predictor, "choice_seconds", None) is not None:
-        line += f"; measuring the choice took {predictor.choice_seconds:.1f} s (once on this machine)"
+    choice = predictor.backend_choice
+    line = f"stdd: backend: {choice.reason}"
+    if predictor.setup_note:
+        line += f"; {predictor.setup_note}"
+    if choice.seconds:
+        line += f"; measuring the choice took {choice.seconds:.1f} s (once on this machine)"
     print(line, file=sys.stderr, flush=True)
-
-
-def engine_options(args: argparse.Namespace, **extra: object) -> dict:
-    """Engine keywords from the shared options (device and dtype resolved; the classes checked)."""
-    from stdd_fast.devices import default_dtype, resolve_device
-    from stdd_fast.video.loader import DecodeConfig
-
-    device = resolve_device(args.device)
-    dtype = default_dtype(device) if args.dtype == "auto" else args.dtype
-    decode = DecodeConfig(args.decode_backend, memory_budget_mb=args.decode_memory_mb)
-    return {
-        **class_source(args),
-        "device": device,
-        "dtype": dtype,
-        "impl": args.impl,
-        "arch": args.arch,
-        "num_frames": args.frames,
-        "sampling_rate": args.sampling_rate,
-        "batch_clips": args.batch_clips,
-        "trust_pickle": args.trust_pickle,
-        "backend": args.backend,
-        "quantize": args.quantize,
-        "decode": decode,
-        **extra,
-    }

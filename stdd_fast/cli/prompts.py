@@ -59,7 +59,12 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--timeout", type=float, default=120.0, metavar="S", help="seconds one request may take (default 120)"
     )
-    p.add_argument("--cache-dir", metavar="DIR", default=None, help="answer cache (default ~/.cache/stdd_fast/askg)")
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=None,
+        help="answer cache (default: askg/ in $STDD_CACHE_DIR, else ~/.cache/stdd_fast/askg)",
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     options.add_debug(p)
@@ -88,14 +93,14 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stdd_fast.askg.cache import DEFAULT_CACHE_DIR
+    from stdd_fast.askg.cache import default_cache_dir
     from stdd_fast.askg.client import ChatClient
-    from stdd_fast.prompts import generate_askg
+    from stdd_fast.askg.generate import generate_askg
 
     names = _names(args)
     if args.no_cache and args.cache_dir is not None:
         raise ConfigError("pass --cache-dir or --no-cache, not both")
-    cache_dir = None if args.no_cache else (args.cache_dir or DEFAULT_CACHE_DIR)
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     with ChatClient(
         args.endpoint, args.model, api_key=_api_key(args), timeout=args.timeout, retries=args.retries
     ) as client:

@@ -12,6 +12,7 @@ replace or unload models unless the operator passes ``--allow-model-control``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -20,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from stdd_fast.choices import BACKENDS, DECODE_CHOICES, SAMPLING_MODES
 from stdd_fast.cli import options
 from stdd_fast.cli.runner import EXIT_INTERRUPTED, EXIT_OK
 from stdd_fast.errors import ConfigError
@@ -39,15 +39,10 @@ def add_parser(sub) -> None:
     )
     options.add_weights(s, what="checkpoint (torch), or an exported .onnx / .plan with --backend onnxruntime/tensorrt")
     options.add_classes(s)
-    m = s.add_argument_group("model")
-    m.add_argument("--backend", choices=BACKENDS, default=None, help="predictor backend (default: the Engine's)")
-    m.add_argument("--frames", type=int, default=8, help="frames per view, T (default 8)")
-    m.add_argument("--views", type=int, default=3, help="temporal views per video (default 3, the released protocol)")
-    m.add_argument("--sampling-rate", type=int, default=16, help="frame stride at 30 fps (default 16)")
-    m.add_argument("--sampling", choices=SAMPLING_MODES, default="official", help="frame sampling protocol")
-    m.add_argument("--batch-clips", type=int, default=None, help="clips per forward (default: by memory budget)")
-    m.add_argument("--decode-backend", choices=DECODE_CHOICES, default="auto", help="auto (DALI on a GPU), pyav, dali")
-    m.add_argument("--decode-memory-mb", type=float, default=2048.0, help="decoded frames one video may hold, MiB")
+    options.add_predictor(s)
+    options.add_sampling(s)
+    options.add_decode(s)
+    m = s.add_argument_group("requests")
     m.add_argument("--max-video-mb", type=float, default=256.0, help="largest video file a request may send, MiB")
     m.add_argument(
         "--min-frames",
@@ -56,8 +51,6 @@ def add_parser(sub) -> None:
         help="videos with fewer frames get an error (default: one clip, --frames; 1 accepts any video)",
     )
     m.add_argument("--frames-model", metavar="F", help="also serve an stdd-export .onnx / .plan as model stdd_frames")
-    options.add_device(s)
-    options.add_impl(s)
     t = s.add_argument_group("server")
     t.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     t.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
@@ -89,19 +82,21 @@ def add_parser(sub) -> None:
 _EXPORTED = {".onnx": "onnxruntime", ".plan": "tensorrt"}
 
 
-def _classifier(args: argparse.Namespace, exported: bool):
+def _classifier(args: argparse.Namespace, chosen, exported: bool):
     """The classifier the repository carries: loaded, built once with the model's text tower, or None (baked in)."""
-    from stdd_fast import Classifier, build_classifier, load_model
+    from stdd_fast.factory import load_model
+    from stdd_fast.predict.build import load_classifier
 
-    source = options.class_source(args, required=not exported)
-    if source["classifier"] is not None:
-        return Classifier.load(source["classifier"])
+    source = chosen.classes
     if exported:
-        if any(source[k] is not None for k in ("classes", "xprompt", "askg")):
+        if source.classes is not None or source.prompts is not None:
             raise ConfigError(f"{args.weights}: its classes are baked in; pass --classifier ART to check it, or none")
-        return None
-    model = load_model(args.weights, arch=args.arch, trust_pickle=args.trust_pickle)
-    return build_classifier(model, source["classes"], xprompt=source["xprompt"], askg=source["askg"])
+        return load_classifier(source, None)
+    source.require()
+    if source.classifier is not None:
+        return load_classifier(source, None)
+    p = chosen.predictor
+    return load_classifier(source, load_model(args.weights, arch=p.arch, trust_pickle=p.trust_pickle))
 
 
 def _write_repository(args: argparse.Namespace, repository: Path, backends: list[str]) -> list[str]:
@@ -110,21 +105,23 @@ def _write_repository(args: argparse.Namespace, repository: Path, backends: list
     from stdd_fast.serve.model import ServingSettings
     from stdd_fast.serve.repository import SERVING_MODEL, frames_model_name, write_serving_model
 
-    device = resolve_device(args.device)
+    chosen = options.settings_of(args)
+    device = resolve_device(chosen.predictor.device)
     cores = os.cpu_count() or 1
     exported = _EXPORTED.get(Path(args.weights).suffix)  # the backend an exported graph runs in
     settings = ServingSettings(
-        weights=args.weights, backend=args.backend or exported or "", dtype=args.dtype, impl=args.impl,
-        arch=args.arch or "", trust_pickle=args.trust_pickle, num_frames=args.frames, sampling_rate=args.sampling_rate,
-        num_views=args.views, sampling=args.sampling, batch_clips=args.batch_clips,
-        decode_backend=args.decode_backend, decode_memory_mb=args.decode_memory_mb, max_video_mb=args.max_video_mb,
+        weights=args.weights,
+        predictor=dataclasses.replace(chosen.predictor, device="auto"),  # each Triton instance runs on its own
+        sampling=chosen.sampling,
+        decode=chosen.decode,
+        max_video_mb=args.max_video_mb,
         min_frames=args.min_frames,
         cpu_threads=max(1, cores // args.instances) if device.type == "cpu" and args.instances > 1 else None,
-    )  # fmt: skip
+    )
     write_serving_model(
         repository,
         settings,
-        _classifier(args, exported is not None),
+        _classifier(args, chosen, exported is not None),
         max_batch_size=args.max_batch,
         max_queue_delay_us=args.max_queue_delay_us,
         instance_kind=device.type if device.type == "cpu" else "gpu",
@@ -133,7 +130,7 @@ def _write_repository(args: argparse.Namespace, repository: Path, backends: list
     )
     models = [SERVING_MODEL]
     if args.frames_model:
-        from stdd_fast.export.triton_repo import write_triton_repo
+        from stdd_fast.serve.triton_repo import write_triton_repo
 
         name = frames_model_name(SERVING_MODEL)
         needed = _EXPORTED.get(Path(args.frames_model).suffix, "tensorrt")
@@ -215,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value < 1:
             raise ConfigError(f"{flag} {value}: must be >= 1")
-    options.class_source(args, required=False)  # conflicting class flags fail before anything starts
+    options.settings_of(args)  # conflicting class flags and bad values fail before anything starts
     admin_key = None
     if args.allow_model_control:
         admin_key = os.environ.get(ADMIN_KEY_ENV)

@@ -26,10 +26,11 @@ def add_parser(sub) -> None:
     s.add_argument("sources", nargs="+", metavar="SOURCE", help="file, URL (rtsp://, http://...) or device")
     options.add_weights(s)
     options.add_classes(s)
-    options.add_device(s)
-    options.add_impl(s)
-    options.add_engine(s)
+    options.add_predictor(s)
+    options.add_sampling(s, views=False)
+    options.add_decode(s)
     w = s.add_argument_group("windows")
+    w.add_argument("--top-k", type=int, default=5, help="classes to report per window (default 5)")
     w.add_argument("--window", default=None, help="window span: frames (113) or seconds (3.7s); default: the model's")
     w.add_argument("--stride", default="16", help="step between windows: frames (16) or seconds (0.5s); default 16")
     w.add_argument("--fps", type=float, default=None, help="source frame rate (default: from the source)")
@@ -82,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--watch-classifier reloads the --classifier file: pass --classifier ART")
     config = _stream_config(args)  # a bad --window/--stride fails before the model is built
     before = file_signature(args.classifier) if args.watch_classifier else None
-    engine = Engine(args.weights, **options.engine_options(args, num_views=1))
+    chosen = options.settings_of(args, sampling={"num_views": 1})  # a window is one view
+    chosen.classes.require()
+    engine = Engine(
+        args.weights, chosen.classes, predictor=chosen.predictor, sampling=chosen.sampling, decode=chosen.decode
+    )
     options.report_backend(engine.predictor)
     watcher = None
     if args.watch_classifier:

@@ -14,7 +14,7 @@ video files, any container/codec FFmpeg reads) and optionally ``TOP_K`` (INT32 [
 2. loads all of them with the :class:`~stdd_fast.video.loader.VideoLoader` (the official
    sampling; PyAV, or DALI on a GPU), decoded ahead on its threads;
 3. runs the predictor on the clips of all good videos together
-   (:func:`~stdd_fast.batching.predict_videos`: ``batch_clips`` clips a call);
+   (:func:`~stdd_fast.predict.batching.predict_videos`: ``batch_clips`` clips a call);
 4. ranks each video exactly as :meth:`Engine.classify <stdd_fast.engine.Engine.classify>` does
    (view logits summed, top-k), so ``LABELS`` / ``SCORES`` are its ``labels`` / ``scores``.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -40,13 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stdd_fast.batching import PredictedVideo, predict_videos
-from stdd_fast.choices import BACKENDS, DTYPE_NAMES, IMPLS
-from stdd_fast.errors import ConfigError, StddError, VideoError, choice_error
+from stdd_fast.checks import check_int, check_number
+from stdd_fast.config import ArchConfig
+from stdd_fast.errors import ConfigError, StddError, VideoError
 from stdd_fast.head import rank_views
-from stdd_fast.video.loader import DecodeConfig, VideoLoader
+from stdd_fast.predict.batching import PredictedVideo, predict_videos
+from stdd_fast.predict.config import RESOLVED_WHERE_BUILT, PredictorConfig
+from stdd_fast.video.config import DecodeConfig, SamplingConfig
+from stdd_fast.video.loader import VideoLoader
 from stdd_fast.video.pyav import probe
-from stdd_fast.video.sampling import SamplingConfig
 
 DEFAULT_TOP_K = 5
 INPUT_VIDEO, INPUT_TOP_K = "VIDEO", "TOP_K"
@@ -54,15 +55,19 @@ OUTPUT_LABELS, OUTPUT_SCORES = "LABELS", "SCORES"
 SCRATCH_ENV = "STDD_SERVE_SCRATCH"  # where instances write request files (set by serve.server)
 
 
+# what the text of a config.pbtxt parameter can hold: these config objects' scalar fields, by section
+_SECTIONS = {"predictor": PredictorConfig, "sampling": SamplingConfig, "decode": DecodeConfig}
+_NOT_SERVED = {"predictor": ("stca",)}  # an STCAConfig has no one-string form: a checkpoint's own is used
+
+
 @dataclass(frozen=True)
 class ServingSettings:
-    """How the ``stdd`` model is built: the ``parameters`` of its config.pbtxt, one string per field.
+    """How the ``stdd`` model is built: the ``parameters`` of its config.pbtxt, one string each.
 
-    weights: checkpoint (torch) or exported ``.onnx`` / ``.plan``; a relative path is relative to
-    the model's folder. classifier: artifact path ("": the classes baked into an exported graph).
-    backend: ``build_predictor``'s backend ("": its default). dtype: "auto" = bf16 on a GPU, fp32
-    on the CPU. num_frames / sampling_rate / target_fps / num_views / sampling: the
-    :class:`SamplingConfig`. batch_clips: clips per predictor call (None: by the memory budget).
+    weights: checkpoint (torch) or exported ``.onnx`` / ``.plan``; a relative path is relative to the
+    model's folder. classifier: artifact path ("": the classes baked into an exported graph).
+    predictor / sampling / decode: the config objects (parameters ``predictor.device``,
+    ``sampling.num_views``...; ``predictor.device`` is the Triton instance's, set per instance).
     max_video_mb: the largest file a request may send. min_frames: fewer frames is an error (None:
     one clip, ``num_frames``; 1 accepts every video, as the official protocol repeats the last frame
     of a short one). cpu_threads: torch threads of a CPU instance (None: torch's default).
@@ -70,19 +75,9 @@ class ServingSettings:
 
     weights: str
     classifier: str = ""
-    backend: str = ""
-    dtype: str = "auto"
-    impl: str = "auto"
-    arch: str = ""
-    trust_pickle: bool = False
-    num_frames: int = 8
-    sampling_rate: int = 16
-    target_fps: float = 30.0
-    num_views: int = 3
-    sampling: str = "official"
-    batch_clips: int | None = None
-    decode_backend: str = "auto"
-    decode_memory_mb: float = 2048.0
+    predictor: PredictorConfig = RESOLVED_WHERE_BUILT
+    sampling: SamplingConfig = SamplingConfig()
+    decode: DecodeConfig = DecodeConfig()
     max_video_mb: float = 256.0
     min_frames: int | None = None
     cpu_threads: int | None = None
@@ -90,69 +85,73 @@ class ServingSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.weights, str) or not self.weights:
             raise ConfigError(f"serving weights={self.weights!r}: name a checkpoint or an exported .onnx/.plan file")
-        if self.backend and self.backend not in BACKENDS:
-            raise choice_error("backend", self.backend, BACKENDS)
-        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
-            raise choice_error("dtype", self.dtype, ("auto", *DTYPE_NAMES))
-        if self.impl not in IMPLS:
-            raise choice_error("impl", self.impl, IMPLS)
-        self.sampling_config()  # each raises the ConfigError naming its field
-        self.decode_config()
-        for name in ("batch_clips", "min_frames", "cpu_threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"serving {name}={value!r}: must be an int >= 1 or unset")
-        mb = self.max_video_mb
-        if isinstance(mb, bool) or not isinstance(mb, int | float) or not (math.isfinite(mb) and mb > 0):
-            raise ConfigError(f"serving max_video_mb={mb!r}: must be a finite number of MiB > 0")
+        for section, kind in _SECTIONS.items():
+            if not isinstance(getattr(self, section), kind):
+                raise ConfigError(f"serving {section} must be a {kind.__name__}; got {getattr(self, section)!r}")
+        check_int("serving min_frames", self.min_frames, optional=True)
+        check_int("serving cpu_threads", self.cpu_threads, optional=True)
+        check_number("serving max_video_mb", self.max_video_mb, unit="MiB")
 
     @property
     def frame_floor(self) -> int:
         """The fewest frames a served video may have."""
-        return self.num_frames if self.min_frames is None else self.min_frames
-
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(self.num_frames, self.sampling_rate, self.target_fps, self.num_views, self.sampling)
-
-    def decode_config(self) -> DecodeConfig:
-        return DecodeConfig(self.decode_backend, memory_budget_mb=self.decode_memory_mb)
+        return self.sampling.num_frames if self.min_frames is None else self.min_frames
 
     def to_parameters(self) -> dict[str, str]:
-        """Every field as a config.pbtxt parameter string (None: "", booleans: "true" / "false")."""
+        """Every setting as a config.pbtxt parameter string (None: "", booleans: "true" / "false")."""
         out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        for owner, prefix in ((self, ""), *((getattr(self, k), f"{k}.") for k in _SECTIONS)):
+            for f in dataclasses.fields(owner):
+                value = getattr(owner, f.name)
+                if f.name in _SECTIONS or f.name in _NOT_SERVED.get(prefix[:-1], ()):
+                    continue
+                out[prefix + f.name] = _text(value)
         return out
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> ServingSettings:
         """Parse :meth:`to_parameters` strings back (ConfigError naming an unknown or malformed one)."""
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(parameters) - names)
+        values: dict[str, dict[str, object]] = {"": {}, **{k: {} for k in _SECTIONS}}
+        kinds = {"": cls, **_SECTIONS}
+        known = set(cls("w").to_parameters())
+        unknown = sorted(set(parameters) - known)
         if unknown:
-            raise ConfigError(f"config.pbtxt parameters {unknown} are not stdd settings; known: {sorted(names)}")
-        values = {}
-        for name, text in parameters.items():
-            kind = hints[name]
-            optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
-            if optional:
-                kind = next(k for k in typing.get_args(kind) if k is not type(None))
-            if optional and text == "":
-                values[name] = None
-            elif kind is bool:
-                if text not in ("true", "false"):
-                    raise ConfigError(f"config.pbtxt parameter {name}={text!r}: must be 'true' or 'false'")
-                values[name] = text == "true"
-            elif kind in (int, float):
-                try:
-                    values[name] = kind(text)
-                except ValueError:
-                    raise ConfigError(f"config.pbtxt parameter {name}={text!r}: must be {kind.__name__}") from None
-            else:
-                values[name] = text
-        return cls(**values)
+            raise ConfigError(f"config.pbtxt parameters {unknown} are not stdd settings; known: {sorted(known)}")
+        for key, text in parameters.items():
+            section, _, name = key.rpartition(".")
+            values[section][name] = _value(kinds[section], name, text, key)
+        sections = {k: kind(**values[k]) for k, kind in _SECTIONS.items()}
+        return cls(**values[""], **sections)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value.name if isinstance(value, ArchConfig) else str(value)
+
+
+def _value(kind: type, name: str, text: str, key: str) -> object:
+    """The value of field ``name`` of ``kind`` written as ``text`` (ConfigError naming ``key`` when malformed)."""
+    hint = typing.get_type_hints(kind)[name]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if text == "" and type(None) in options:
+        return None
+    for option in (o for o in options if o is not type(None)):
+        if typing.get_origin(option) is typing.Literal:
+            return text  # the config checks it against its choices
+        if option is bool and text in ("true", "false"):
+            return text == "true"
+        if option in (int, float):
+            try:
+                return option(text)
+            except ValueError:
+                continue
+        if option is str:
+            return text
+    kinds = " or ".join("none" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"config.pbtxt parameter {key}={text!r}: must be {kinds}")
 
 
 @dataclass(frozen=True)
@@ -206,8 +205,7 @@ class VideoService:
     """
 
     def __init__(self, settings: ServingSettings, model_dir: str | Path, device: torch.device | str = "cpu") -> None:
-        from stdd_fast.devices import default_dtype
-        from stdd_fast.predictor_factory import build_predictor
+        from stdd_fast.predict.build import build_predictor
 
         self.settings = settings
         device = torch.device(device)
@@ -216,18 +214,13 @@ class VideoService:
         model_dir = Path(model_dir)
         weights = model_dir / settings.weights  # an absolute path stays itself
         classifier = model_dir / settings.classifier if settings.classifier else None
-        keywords = {"backend": settings.backend} if settings.backend else {}
+        config = dataclasses.replace(settings.predictor, device=str(device))  # the Triton instance's device
         self.predictor = build_predictor(
-            weights, classifier=classifier, device=device,
-            dtype=default_dtype(device) if settings.dtype == "auto" else settings.dtype, impl=settings.impl,
-            arch=settings.arch or None, trust_pickle=settings.trust_pickle, batch_clips=settings.batch_clips,
-            num_frames=settings.num_frames, **keywords,
-        )  # fmt: skip
+            weights, classifier=classifier, config=config, num_frames=settings.sampling.num_frames
+        )
         if not self.predictor.classes:
             raise ConfigError(f"{weights}: the stdd model needs classes: write the repository with a classifier")
-        self.loader = VideoLoader(
-            settings.sampling_config(), settings.decode_config(), self.predictor.image_size, self.predictor.device
-        )
+        self.loader = VideoLoader(settings.sampling, settings.decode, self.predictor.image_size, self.predictor.device)
         # under the server's work folder when stdd serve runs it, so a killed instance leaves nothing behind
         self._scratch = Path(tempfile.mkdtemp(prefix="stdd-scratch-", dir=os.environ.get(SCRATCH_ENV) or None))
         self._names = itertools.count()
@@ -266,7 +259,7 @@ class VideoService:
         if frames < floor:
             raise VideoError(
                 f"{INPUT_VIDEO}[{row}] has {frames} frame(s), fewer than this server's minimum of {floor} "
-                f"(one clip of {self.settings.num_frames} frames; stdd serve --min-frames 1 accepts it)"
+                f"(one clip of {self.settings.sampling.num_frames} frames; stdd serve --min-frames 1 accepts it)"
             )
 
     def classify(self, requests: Sequence[tuple[Sequence[bytes], int]]) -> list[list[Ranked] | StddError]:

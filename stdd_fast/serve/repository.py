@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
+from stdd_fast.checks import check_int
 from stdd_fast.classifier import Classifier
 from stdd_fast.errors import CheckpointError, ConfigError, choice_error
-from stdd_fast.export.triton_repo import check_label_names, check_model_name, pbtxt_string
 from stdd_fast.serve.model import INPUT_TOP_K, INPUT_VIDEO, OUTPUT_LABELS, OUTPUT_SCORES, ServingSettings
+from stdd_fast.serve.triton_repo import check_label_names, check_model_name, pbtxt_string
 
 SERVING_MODEL = "stdd"
 FRAMES_SUFFIX = "_frames"  # the exported model beside it: stdd_frames
@@ -148,11 +149,9 @@ def write_serving_model(
     """
     if instance_kind not in SERVING_INSTANCE_KINDS:
         raise choice_error("Triton instance kind", instance_kind, SERVING_INSTANCE_KINDS)
-    for what, value in (("max_batch_size", max_batch_size), ("instance_count", instance_count)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{what}={value!r}: must be an int >= 1")
-    if isinstance(max_queue_delay_us, bool) or not isinstance(max_queue_delay_us, int) or max_queue_delay_us < 0:
-        raise ConfigError(f"max_queue_delay_us={max_queue_delay_us!r}: must be an int >= 0 (microseconds)")
+    check_int("max_batch_size", max_batch_size)
+    check_int("instance_count", instance_count)
+    check_int("max_queue_delay_us", max_queue_delay_us, low=0, hint="microseconds")
     if gpus and instance_kind != "gpu":
         raise ConfigError(f"gpus={list(gpus)} needs instance_kind='gpu'")
     weights = Path(settings.weights)
@@ -163,7 +162,7 @@ def write_serving_model(
     if classifier is not None:
         classes = list(classifier.classes)
     else:
-        from stdd_fast.export.triton_repo import exported_spec
+        from stdd_fast.serve.triton_repo import exported_spec
 
         classes = list(exported_spec(weights).classes)
     check_label_names(classes)

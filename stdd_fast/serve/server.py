@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from stdd_fast.checks import check_int
 from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, StddError
 
@@ -77,8 +78,7 @@ class Endpoints:
             raise ConfigError(f"host={self.host!r}: name an address to listen on, e.g. 127.0.0.1")
         ports = self.ports()
         for what, port, flag in ports:
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-                raise ConfigError(f"{what} port {port!r}: must be an int in 1..65535 ({flag})")
+            check_int(f"{what} port", port, high=65535, hint=flag)
         if len({p for _, p, _ in ports}) != len(ports):
             raise ConfigError(f"the HTTP, gRPC and metrics ports must differ; got {[p for _, p, _ in ports]}")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
+from stdd_fast.checks import check_int, check_number
 from stdd_fast.choices import BACKPRESSURE, Backpressure
 from stdd_fast.errors import ConfigError, choice_error
 
@@ -90,22 +90,11 @@ class StreamConfig:
         if self.on_backpressure not in BACKPRESSURE:
             raise choice_error("on_backpressure policy", self.on_backpressure, BACKPRESSURE)
         for name, low in (("top_k", 1), ("max_pending", 1), ("max_retries", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name}={value!r}: must be an int >= {low}")
-        for name in ("stall_timeout", "retry_delay", "max_delay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-                raise ConfigError(f"{name}={value!r}: must be a number of seconds >= 0")
-            if not math.isfinite(value):
-                raise ConfigError(f"{name}={value!r}: must be a finite number of seconds")
-        if self.stall_timeout <= 0:
-            raise ConfigError(f"stall_timeout={self.stall_timeout!r}: must be > 0 seconds")
-        fps = self.fps
-        if fps is not None and not (
-            isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0
-        ):
-            raise ConfigError(f"fps={fps!r}: must be a finite number > 0 or None (from the source)")
+            check_int(name, getattr(self, name), low=low)
+        for name in ("retry_delay", "max_delay"):
+            check_number(name, getattr(self, name), strict=False, unit="seconds")
+        check_number("stall_timeout", self.stall_timeout, unit="seconds")
+        check_number("fps", self.fps, optional=True, hint="None: from the source")
 
     @classmethod
     def from_options(

@@ -29,12 +29,12 @@ import torch
 
 from stdd_fast.errors import ConfigError, NonFiniteError, StddError, StreamError
 from stdd_fast.numerics import all_finite
-from stdd_fast.predictor import Predictor
+from stdd_fast.predict.contract import Predictor
 from stdd_fast.results import WindowResult
 from stdd_fast.stream.config import StreamConfig
 from stdd_fast.stream.sources import POLL, Connection, Source, put_until
 from stdd_fast.stream.windows import CutWindow, WindowCutter, WindowError
-from stdd_fast.video.sampling import SamplingConfig
+from stdd_fast.video.config import SamplingConfig
 from stdd_fast.video.transforms import transform_frames
 
 

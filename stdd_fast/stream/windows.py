@@ -35,7 +35,7 @@ import torch
 
 from stdd_fast.errors import ConfigError
 from stdd_fast.stream.config import StreamConfig
-from stdd_fast.video.sampling import SamplingConfig
+from stdd_fast.video.config import SamplingConfig
 
 FPS_PROBE_FRAMES = 8  # timestamps used to estimate an unknown frame rate
 RESET_AFTER = 8  # out-of-order frames in a row that mean the source restarted its clock

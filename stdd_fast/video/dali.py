@@ -53,6 +53,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from stdd_fast.checks import check_int
 from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError, VideoError
 from stdd_fast.video.info import VideoInfo, frame_indices
@@ -178,11 +179,9 @@ class DaliDecoder:
         problem = device_problem(self.device)
         if problem is not None:
             raise BackendUnavailableError(problem)
-        for name, value in (("batch_size", batch_size), ("num_threads", num_threads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r}: must be an int >= 1")
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ConfigError(f"size={size!r}: must be None (uint8 frames) or the model's image size")
+        check_int("batch_size", batch_size)
+        check_int("num_threads", num_threads)
+        check_int("size", size, optional=True, hint="None: uint8 frames; else the model's image size")
         self.size, self.batch_size, self.num_threads = size, batch_size, num_threads
         self.mean, self.std = tuple(mean), tuple(std)
         self._pipe = None

@@ -11,16 +11,7 @@ from fractions import Fraction
 
 import torch
 
-from stdd_fast.choices import DECODE_BACKENDS, DECODE_CHOICES
-from stdd_fast.errors import ConfigError, choice_error
-
-
-def check_backend(backend: str, allow_auto: bool = False) -> str:
-    """Validate a decode backend name ("pyav" | "dali"; also "auto" when ``allow_auto``)."""
-    valid = DECODE_CHOICES if allow_auto else DECODE_BACKENDS
-    if backend not in valid:
-        raise choice_error("decode backend", backend, valid)
-    return backend
+from stdd_fast.errors import ConfigError
 
 
 def frame_indices(indices) -> tuple[torch.Tensor, int, int]:

@@ -9,14 +9,12 @@ normalises). A file DALI cannot decode is decoded with PyAV, and its result says
 that fails carries its typed error; the others are unaffected.
 
 Memory per video is bounded before decoding: the distinct sampled frames, as uint8 RGB at the
-header's size, must fit ``memory_budget_mb`` (frames shared by overlapping views are decoded and
+header's size, must fit ``DecodeConfig.frame_budget_mb`` (frames shared by overlapping views are decoded and
 transformed once), and frames become float a chunk at a time.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,53 +24,13 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.choices import DecodeChoice
 from stdd_fast.devices import synchronize
 from stdd_fast.errors import BackendUnavailableError, ConfigError, StddError, VideoError
-from stdd_fast.video.info import check_backend
-from stdd_fast.video.pyav import VideoReader, check_decoder_threads, probe
-from stdd_fast.video.sampling import SamplingConfig
+from stdd_fast.video.config import DecodeConfig, SamplingConfig
+from stdd_fast.video.pyav import VideoReader, probe
 from stdd_fast.video.transforms import transform_frames
 
 VideoInput = str | Path | torch.Tensor
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    """How videos are decoded.
-
-    backend: ``"auto"`` (DALI when the clips go to a CUDA device, DALI is installed and NVDEC decodes
-    the codec; else PyAV), ``"pyav"``, or ``"dali"`` (DALI on this device; its CPU decoder reads
-    VP8/VP9/MJPEG only). workers: threads decoding ahead (None: min(4, CPU cores)). threads:
-    FFmpeg decoder threads per video (None: FFmpeg's default; 0: one per core). dali_batch: videos
-    per DALI pipeline run. memory_budget_mb: the most decoded RGB frames one video may hold.
-    """
-
-    backend: DecodeChoice = "auto"
-    workers: int | None = None
-    threads: int | None = None
-    dali_batch: int = 8
-    memory_budget_mb: float = 2048.0
-
-    def __post_init__(self) -> None:
-        check_backend(self.backend, allow_auto=True)
-        check_decoder_threads(self.threads, "decode_threads")
-        for name, value, optional in (("decode_workers", self.workers, True), ("decode_batch", self.dali_batch, False)):
-            if value is None and optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r}: must be an int >= 1" + (" or None" if optional else ""))
-        budget = self.memory_budget_mb
-        if (
-            isinstance(budget, bool)
-            or not isinstance(budget, int | float)
-            or not (math.isfinite(budget) and budget > 0)
-        ):
-            raise ConfigError(f"decode memory_budget_mb={budget!r}: must be a finite number of MiB > 0")
-
-    @property
-    def num_workers(self) -> int:
-        return self.workers if self.workers is not None else min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -154,7 +112,7 @@ class VideoLoader:
         try:
             t0 = time.perf_counter()
             if isinstance(item, str | Path):
-                budget = int(self.decode.memory_budget_mb * 2**20)
+                budget = int(self.decode.frame_budget_mb * 2**20)
                 with VideoReader(item, threads=self.decode.threads, max_bytes=budget) as reader:
                     loaded.indices = self.sampling.indices(reader.info)
                     frames, inverse = reader.read_distinct(loaded.indices)  # [U, H, W, 3], [V, T]
@@ -197,7 +155,7 @@ class VideoLoader:
         try:
             info = probe(item)
             indices = self.sampling.indices(info)
-            budget = self.decode.memory_budget_mb * 2**20
+            budget = self.decode.frame_budget_mb * 2**20
             frames_bytes = torch.unique(indices).numel() * info.frame_bytes
             problem = dali.codec_problem(info, self.device)
             if problem is None and max(frames_bytes, Path(item).stat().st_size) > budget:

@@ -11,7 +11,7 @@ Every failure is a :class:`~stdd_fast.errors.VideoError` naming the file: missin
 video stream, no frames, corrupt or truncated data, an index out of range.
 
 This reader and the DALI one (:mod:`stdd_fast.video.dali`) return the same frames (same indices, same
-presentation order); :mod:`stdd_fast.video.decode` chooses between them. They differ in the YUV ->
+presentation order); :mod:`stdd_fast.video.decoding` chooses between them. They differ in the YUV ->
 RGB conversion only: PyAV's default is FFmpeg's default (what the released loader's
 ``frame.to_rgb()`` gives); ``yuv_to_rgb="accurate"`` asks PyAV for the conversion DALI's CPU decoder
 uses, and then the two are bit-identical (see ``YUV_TO_RGB`` below).
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from stdd_fast.choices import YUV_TO_RGB
-from stdd_fast.errors import ConfigError, VideoError, choice_error
+from stdd_fast.errors import VideoError, choice_error
+from stdd_fast.video.config import check_decoder_threads
 from stdd_fast.video.info import VideoInfo, frame_indices
 
 # YUV -> RGB conversion. "default": FFmpeg's default swscale conversion, as the released loader's
@@ -72,12 +73,6 @@ def check_regular_file(path: str | Path) -> None:
             f"{p}: not a regular file (a FIFO, device or socket), which could block the reader forever; "
             "pass a video file, or read live sources with Engine.stream"
         )
-
-
-def check_decoder_threads(threads: object, name: str = "threads") -> None:
-    """FFmpeg decoder threads: None (FFmpeg's default) or an int >= 0 (0 = one per core)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ConfigError(f"{name}={threads!r}: must be None or an int >= 0 (0 = one per core)")
 
 
 class VideoReader:
@@ -224,7 +219,7 @@ class VideoReader:
             raise VideoError(
                 f"{self.path}: decoding the sampled frames needs {needed / 2**20:.0f} MiB ({info.width}x{info.height} "
                 f"RGB frames), more than the decode memory budget of {self.max_bytes / 2**20:.0f} MiB; raise "
-                "DecodeConfig(memory_budget_mb=...) (stdd: --decode-memory-mb) if this file is what you meant"
+                "DecodeConfig(frame_budget_mb=...) (stdd: --frame-budget-mb) if this file is what you meant"
             )
 
     def _missing(self, k: int) -> VideoError:

@@ -26,25 +26,13 @@ interleave.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from stdd_fast.choices import SAMPLING_MODES, SamplingMode
+from stdd_fast.checks import check_int, check_number
+from stdd_fast.choices import SAMPLING_MODES
 from stdd_fast.errors import ConfigError, VideoError, choice_error
 from stdd_fast.video.info import VideoInfo
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r}: must be an int >= 1")
-
-
-def check_target_fps(target_fps: object) -> None:
-    """``target_fps`` must be a finite number > 0 (the rate ``sampling_rate`` counts frames at)."""
-    number = isinstance(target_fps, int | float) and not isinstance(target_fps, bool)
-    if not (number and math.isfinite(target_fps) and target_fps > 0):
-        raise ConfigError(f"target_fps={target_fps!r}: must be a finite number > 0 (frames per second)")
 
 
 def official_clip_sizes(fps: float, num_frames: int, sampling_rate: int, target_fps: float) -> tuple[float, float]:
@@ -116,7 +104,7 @@ def sample_indices(
     if mode not in SAMPLING_MODES:
         raise choice_error("sampling mode", mode, SAMPLING_MODES)
     for name, value in (("num_frames", num_frames), ("sampling_rate", sampling_rate), ("num_views", num_views)):
-        _check_positive_int(name, value)
+        check_int(name, value)
     if isinstance(total_frames, bool) or not isinstance(total_frames, int):
         raise ConfigError(f"total_frames={total_frames!r}: must be an int")
     if total_frames < 1:
@@ -129,7 +117,7 @@ def sample_indices(
         return numer // (num_frames * (num_views + 1))
     if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps={fps!r}: the official sampling needs the video's frame rate (> 0)")
-    check_target_fps(target_fps)
+    check_number("target_fps", target_fps, unit="frames per second")
     if pts_per_frame is not None and not pts_per_frame > 0:
         raise ConfigError(f"pts_per_frame={pts_per_frame!r}: must be > 0 or None")
 
@@ -149,38 +137,3 @@ def sample_indices(
             start = math.floor(max_start / 2) if num_views == 1 else i * math.floor(max_start / (num_views - 1))
             views.append(_spread(start, start + clip_size2 - 1, num_frames, total_frames))
     return torch.stack(views)  # [V, T]
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How frames are sampled from a video (defaults: the released test protocol, STDD-SPEC §6).
-
-    num_frames T per view, sampling_rate in frames at ``target_fps``, num_views V temporal views,
-    mode ``"official"`` or ``"uniform"`` (see :func:`~stdd_fast.video.sample_indices`).
-    """
-
-    num_frames: int = 8
-    sampling_rate: int = 16
-    target_fps: float = 30
-    num_views: int = 3
-    mode: SamplingMode = "official"
-
-    def __post_init__(self) -> None:
-        if self.mode not in SAMPLING_MODES:
-            raise choice_error("sampling mode", self.mode, SAMPLING_MODES)
-        for name in ("num_frames", "sampling_rate", "num_views"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r}: must be an int >= 1")
-        check_target_fps(self.target_fps)
-
-    def indices(self, info: VideoInfo) -> torch.Tensor:
-        """Frame indices of this video's views: LongTensor [num_views, num_frames]."""
-        return sample_indices(
-            info,
-            num_frames=self.num_frames,
-            sampling_rate=self.sampling_rate,
-            target_fps=self.target_fps,
-            num_views=self.num_views,
-            mode=self.mode,
-        )

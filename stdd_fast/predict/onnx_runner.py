@@ -6,22 +6,8 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.deps import require
-from stdd_fast.errors import BackendUnavailableError, ConfigError
-from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec, spec_from_metadata
-
-
-def _providers(ort, device: torch.device) -> list:
-    if device.type == "cpu":
-        return ["CPUExecutionProvider"]
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BackendUnavailableError(
-                f"onnxruntime {ort.__version__} here has no CUDA execution provider (has "
-                f"{ort.get_available_providers()}); pip install onnxruntime-gpu, or use device='cpu'"
-            )
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    raise ConfigError(f"OnnxRuntimeRunner device {str(device)!r}: use 'cpu' or 'cuda[:N]'")
+from stdd_fast.graphs.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec, spec_from_metadata
+from stdd_fast.predict import onnx_session
 
 
 class OnnxRuntimeRunner:
@@ -40,18 +26,10 @@ class OnnxRuntimeRunner:
         threads: int | None = None,
         session_options: object | None = None,
     ) -> None:
-        ort = require("onnxruntime")
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ConfigError(f"{self.path}: no such ONNX file; export one with `stdd-export --onnx`")
         self.device = torch.device(device)
-        opts = session_options or ort.SessionOptions()
-        if threads is not None and session_options is None:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=_providers(ort, self.device))
-        except Exception as e:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-            raise ConfigError(f"{self.path}: onnxruntime cannot load it ({type(e).__name__}: {e})") from None
+        options = session_options or onnx_session.session_options(threads)
+        self.session = onnx_session.open_session(self.path, self.device, options)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.spec: ExportSpec = spec_from_metadata(dict(meta), str(self.path))
 

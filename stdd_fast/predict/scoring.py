@@ -1,8 +1,10 @@
-"""The classifier a predictor scores with, swappable while it runs.
+"""The classifier a predictor scores with in PyTorch, swappable while it runs, and the predict loop around it.
 
 A :class:`ClassifierSlot` holds one :class:`Head` (class names and fp32 weights on the device) and
 replaces it in one assignment, so a call that took the head scores with it to the end while
 :meth:`ClassifierSlot.set` installs another for the next call: no call ever mixes two classifiers.
+:class:`ScoredInTorch` is every predictor whose encoder output is scored here (the torch backend and
+the ONNX Runtime encoder): encode in chunks, then score the whole call with the head it started with.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from stdd_fast import ops
 from stdd_fast.classifier import Classifier
 from stdd_fast.errors import ConfigError
+from stdd_fast.predict.contract import Prediction, PredictorBase, check_clips
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,26 @@ class ClassifierSlot:
             self.head = head
 
 
-class ScoresWithSlot:
-    """The classifier side of a predictor that scores in PyTorch through ``self._slot`` (a ClassifierSlot)."""
+class ScoredInTorch(PredictorBase):
+    """A predictor that encodes clips (``_encode`` on a chunk, ``_input`` moves a call's clips) and scores
+    the embeddings in PyTorch through ``self._slot`` with ``self.logit_scale`` and ``self._score_impl``."""
 
     _slot: ClassifierSlot
+    _score_impl: str = "auto"
+
+    def _input(self, clips: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode(self, clips: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, clips: torch.Tensor) -> Prediction:
+        """Logits, embeddings and the class names the logits belong to (one classifier for the whole call)."""
+        check_clips(clips, self.image_size, self.num_frames)
+        head = self._slot.head  # this call's classifier, whatever set_classifier does meanwhile
+        emb = torch.cat(self.in_chunks(self._encode, self._input(clips)))  # [B, T, D] float32
+        return Prediction(head.score(emb, self.logit_scale, self._score_impl), emb, head.classes)  # logits [B, K]
 
     @property
     def classes(self) -> tuple[str, ...] | None:

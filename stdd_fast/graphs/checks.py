@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stdd_fast.deps import require
-from stdd_fast.export.errors import GraphCheckError
-from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
+from stdd_fast.errors import GraphCheckError
+from stdd_fast.graphs.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
 
 TENSORRT_VERSION_OF_OP_LIST = "10.15"
 TENSORRT_OPSET_RANGE = (9, 24)

@@ -1,11 +1,12 @@
-"""Exported encoder graphs kept on disk, one per (weights, STCA schedule, frames, versions), rebuilt when stale.
+"""Encoder graphs kept on disk, one per (weights, STCA schedule, frames, versions), rebuilt when stale.
 
 The key is a sha256 of everything the graph's output depends on: the visual tower's weights (their
 bytes), the architecture, the STCA config (shuffle and seed included), T, the traced impl, the
-opset and the stdd_fast / torch versions. Each entry is ``<key>.onnx`` (+ ``.data`` for big graphs)
-and ``<key>.json`` holding the sha256 of the graph file: a file that does not match it (truncated,
-edited, half written) is rebuilt, never trusted. Entries are written to a temporary name and
-renamed, so a crashed build leaves no entry behind.
+opset and the stdd_fast / torch versions. Each entry is ``<key>.onnx`` and ``<key>.json`` holding the
+sha256 of the graph file: a file that does not match it (truncated, edited, half written, a special
+file) is rebuilt, never trusted. Entries are written to a temporary name and renamed, so a crashed
+build leaves no entry behind. A folder that cannot be written means the graph is built in a
+temporary folder for this process (said once), not an error.
 
 Folder: ``cache_dir=``, else ``$STDD_CACHE_DIR/onnx``, else ``~/.cache/stdd_fast/onnx``.
 """
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,19 @@ from pathlib import Path
 import torch
 
 from stdd_fast.errors import ExportError
-from stdd_fast.export.encoder import encoder_spec, export_encoder
-from stdd_fast.export.onnx_export import DEFAULT_OPSET
+from stdd_fast.graphs.encoder import encoder_spec, export_encoder
+from stdd_fast.graphs.trace import DEFAULT_OPSET
 from stdd_fast.model import STDDModel
-from stdd_fast.user_cache import cache_root
+from stdd_fast.user_cache import (
+    cache_root,
+    open_regular,
+    read_small_file,
+    say_once,
+    writable_folder,
+    write_atomically,
+)
 
-log = logging.getLogger("stdd_fast.export")
+log = logging.getLogger("stdd_fast.predict")
 BUILDS = {"count": 0}  # encoder graphs built in this process (what the cache saves shows here)
 
 
@@ -46,10 +55,14 @@ def weights_fingerprint(model: STDDModel) -> str:
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(path: Path) -> str | None:
+    """sha256 of a regular file's bytes (None: absent or special)."""
+    handle = open_regular(path)
+    if handle is None:
+        return None
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
+    with handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -63,6 +76,11 @@ class CachedEncoder:
     built: bool
     seconds: float
     note: str = ""
+
+    def describe(self) -> str:
+        """One line for users: where the graph is and what getting it cost."""
+        how = f"built in {self.seconds:.1f} s ({self.note})" if self.built else "from the cache"
+        return f"encoder graph {how}: {self.path}"
 
 
 def cached_encoder(
@@ -84,11 +102,15 @@ def cached_encoder(
     key = hashlib.sha256(json.dumps({**spec, "weights": weights_fingerprint(model)}, sort_keys=True).encode())
     key = key.hexdigest()[:32] + ("" if quantize is None else f".{quantize}")
     graph, record = folder / f"{key}.onnx", folder / f"{key}.json"
+    if graph.is_dir() or record.is_dir():
+        say_once(str(graph), f"{graph} (or its .json record) is a folder, not a cache entry: remove it")
+    if graph.is_dir() or record.is_dir() or not writable_folder(folder, "encoder graphs"):
+        folder = Path(tempfile.mkdtemp(prefix="stdd-onnx-"))  # this process only: built again next time
+        graph, record = folder / f"{key}.onnx", folder / f"{key}.json"
     note = _stale(graph, record)
     if not note:
         return CachedEncoder(graph, key, False, time.perf_counter() - start)
     log.info("building the encoder graph %s (%s)", graph, note)
-    folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"{key}.{os.getpid()}.partial.onnx"
     try:
         if quantize is None:
@@ -101,7 +123,7 @@ def cached_encoder(
             data.unlink()
             raise ExportError(f"the {model.arch.name} encoder is over 2 GB: too big to cache; use stdd-export")
         os.replace(partial, graph)
-        record.write_text(json.dumps({"sha256": _file_sha256(graph), "spec": spec}, indent=1) + "\n")
+        write_atomically(record, json.dumps({"sha256": _file_sha256(graph), "spec": spec}, indent=1) + "\n", "a record")
     finally:
         partial.unlink(missing_ok=True)
     return CachedEncoder(graph, key, True, time.perf_counter() - start, note)
@@ -117,12 +139,13 @@ def _quantize(source: Path, target: Path, kind: str) -> None:
 
 def _stale(graph: Path, record: Path) -> str:
     """Why the entry cannot be used ("" when it can)."""
-    if not graph.is_file() or not record.is_file():
+    text = read_small_file(record, "an encoder-graph record")
+    if text is None or not graph.exists():
         return "not cached yet"
     try:
-        expected = json.loads(record.read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        expected = json.loads(text)["sha256"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         return "its record is unreadable"
     if _file_sha256(graph) != expected:
-        return "the cached file does not match its record (corrupt or changed): rebuilt"
+        return "the cached file does not match its record (corrupt, changed or not a file): rebuilt"
     return ""

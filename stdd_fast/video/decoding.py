@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from stdd_fast.errors import ConfigError
-from stdd_fast.video.info import VideoInfo, check_backend
+from stdd_fast.video.config import SamplingConfig, check_backend
+from stdd_fast.video.info import VideoInfo
 from stdd_fast.video.pyav import VideoReader, probe
-from stdd_fast.video.sampling import SamplingConfig
 from stdd_fast.video.transforms import preprocess
 
 

@@ -1,6 +1,6 @@
 """The encoder alone as an ONNX graph: frames [B, T, 3, S, S] -> frame embeddings [B, T, D].
 
-What the CPU fast path runs in ONNX Runtime (:mod:`stdd_fast.export.encoder_predictor`). Unlike
+What the CPU fast path runs in ONNX Runtime (:mod:`stdd_fast.predict.onnx_encoder`). Unlike
 :func:`stdd_fast.export.export_onnx` it bakes in no classifier: the scoring head stays in PyTorch
 (well under 1 % of the time), so a new classifier, or one swapped while an engine runs, needs no
 new graph. Traced from the fused STCA path (the exact algebraic rewrite, 20 % fewer FLOPs) with the
@@ -21,11 +21,9 @@ from torch import nn
 
 import stdd_fast
 from stdd_fast.deps import require
-from stdd_fast.errors import ConfigError
-from stdd_fast.export.errors import ParityError
-from stdd_fast.export.graph import prepare_model
-from stdd_fast.export.onnx_checks import check_graph
-from stdd_fast.export.onnx_export import DEFAULT_OPSET, save_proto, torch_export
+from stdd_fast.errors import ConfigError, ParityError
+from stdd_fast.graphs.checks import check_graph
+from stdd_fast.graphs.trace import DEFAULT_OPSET, prepare_model, save_proto, torch_export
 from stdd_fast.model import STDDModel
 from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 

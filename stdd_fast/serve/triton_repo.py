@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from stdd_fast.errors import ConfigError, choice_error
-from stdd_fast.export.spec import INPUT_NAME, ExportSpec, read_onnx_spec
-from stdd_fast.export.tensorrt_build import read_sidecar, sidecar_spec
+from stdd_fast.graphs.plan import read_sidecar, sidecar_spec
+from stdd_fast.graphs.spec import INPUT_NAME, ExportSpec, read_onnx_spec
 
 InstanceKind = Literal["auto", "gpu", "cpu"]
 INSTANCE_KINDS: tuple[str, ...] = get_args(InstanceKind)

@@ -12,39 +12,9 @@ from pathlib import Path
 import torch
 
 from stdd_fast.deps import require
-from stdd_fast.export.errors import ExportError, PlanMismatchError
-from stdd_fast.export.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
-from stdd_fast.export.tensorrt_build import gpu_info, read_sidecar, sidecar_spec
-
-# ``hardware_compatibility="ampere_plus"`` plans run on compute capability 8.0 and newer
-_AMPERE = (8, 0)
-
-
-def check_plan_compatible(sidecar: dict, tensorrt_version: str, gpu: dict, plan: str = "plan") -> None:
-    """Raise PlanMismatchError unless a plan's sidecar matches this TensorRT version and GPU.
-
-    TensorRT plans are tied to the exact TensorRT version and (unless built hardware-compatible)
-    to the GPU model; deserialising a foreign plan fails or, worse, runs untuned kernels.
-    """
-    fix = "rebuild it here with `stdd-export --trt --onnx-file model.onnx -o model.plan`"
-    built = sidecar.get("tensorrt_version")
-    if built != tensorrt_version:
-        raise PlanMismatchError(f"{plan} was built with TensorRT {built}, this is TensorRT {tensorrt_version}; {fix}")
-    want, have = sidecar.get("gpu", {}), gpu
-    cc_have = tuple(have.get("compute_capability", ()))
-    if sidecar.get("build", {}).get("hardware_compatibility") == "ampere_plus":
-        if cc_have < _AMPERE:
-            raise PlanMismatchError(
-                f"{plan} is hardware-compatible for Ampere and newer GPUs; {have.get('name')} has compute capability "
-                f"{'.'.join(map(str, cc_have))}; {fix}"
-            )
-        return
-    if want.get("name") != have.get("name") or tuple(want.get("compute_capability", ())) != cc_have:
-        raise PlanMismatchError(
-            f"{plan} was built for {want.get('name')} (compute capability "
-            f"{'.'.join(map(str, want.get('compute_capability', [])))}), this GPU is {have.get('name')} "
-            f"({'.'.join(map(str, cc_have))}); {fix} (or build with --hardware-compatibility ampere_plus)"
-        )
+from stdd_fast.errors import ExportError, PlanMismatchError
+from stdd_fast.graphs.plan import check_plan_compatible, gpu_info, read_sidecar, sidecar_spec
+from stdd_fast.graphs.spec import INPUT_NAME, OUTPUT_NAMES, ExportSpec
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:

@@ -18,7 +18,7 @@ import torch
 from stdd_fast.devices import synchronize
 from stdd_fast.errors import NonFiniteError
 from stdd_fast.numerics import all_finite
-from stdd_fast.predictor import Predictor
+from stdd_fast.predict.contract import Predictor
 from stdd_fast.terminal import progress_bar
 from stdd_fast.video.loader import LoadedVideo
 
