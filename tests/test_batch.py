@@ -190,6 +190,22 @@ def test_the_dataset_api_chains_with_user_stages_and_keeps_the_engines_embedding
             continue
         assert row["top"] == row["labels"][0] and len(row["labels"]) == 2
         assert np.array_equal(np.asarray(row["embeddings"], np.float32).reshape(emb.shape), emb.numpy())  # [V, T, D]
+        assert row["backend"] == engine.backend and row["linear_format"] is None
+
+
+def test_quantize_reaches_the_actors_predictor(files, cluster):
+    """``--quantize int8`` (BatchConfig's predictor) is what the actors run: the rows record ONNX Runtime, int8."""
+    from stdd_fast.batch import BatchConfig, corpus_dataset
+    from stdd_fast.cli import build_parser, options
+
+    video = str(sorted(files["many"].iterdir())[0].absolute())
+    args = build_parser().parse_args(["batch", video, "-o", "x", "--weights", str(files["ckpt"]), "--classes", CLASSES,
+                                      "--quantize", "int8", "--device", "cpu", "--views", "1"])  # fmt: skip
+    made = options.settings_of(args)
+    config = BatchConfig(args.weights, made.classes, predictor=made.predictor, sampling=made.sampling)
+    (row,) = corpus_dataset([video], config).take_all()
+    print({k: row[k] for k in ("backend", "linear_format", "labels")})
+    assert row["error"] is None and (row["backend"], row["linear_format"]) == ("onnxruntime", "int8")
 
 
 def test_consolidation_keeps_the_latest_success_else_the_latest_failure_once(tmp_path):

@@ -1,10 +1,10 @@
 """Which backend a predictor runs on, decided before anything is built: a :class:`BackendChoice` record.
 
 The rule of ``backend="auto"``: an exported ``.onnx`` / ``.plan`` runs in its runtime; ``dtype="fp8"``
-and every other option only torch has choose torch; ``STDD_BACKEND=torch|onnxruntime`` pins one; a
-GPU runs the torch path (Triton kernels); on the CPU ``quantize="int8"`` means ONNX Runtime, and
-otherwise the faster of the fused encoder in PyTorch and in ONNX Runtime, measured once per machine
-(:mod:`stdd_fast.predict.cpu_choice`). ONNX Runtime needs fp32, a deterministic STCA schedule and
+chooses torch and ``quantize="int8"`` ONNX Runtime (on the CPU; elsewhere it is an error), whatever
+``STDD_BACKEND=torch|onnxruntime`` pins otherwise; every other option only torch has, and a GPU,
+choose torch (Triton kernels on a GPU); otherwise the faster of the fused encoder in PyTorch and in
+ONNX Runtime, measured once per machine (:mod:`stdd_fast.predict.cpu_choice`). ONNX Runtime needs fp32, a deterministic STCA schedule and
 onnx / onnxruntime installed; where one is missing the record says so.
 """
 
@@ -67,18 +67,18 @@ def choose_backend(config: PredictorConfig, model: STDDModel, device: torch.devi
         return BackendChoice(config.backend, f"backend={config.backend!r} was asked for")
     if config.dtype == "fp8":  # before any pin: fp8 swaps a piece of the fused block, which only torch has
         return BackendChoice("torch", "auto with dtype='fp8': torch (fp8 swaps the fused block's linear piece)")
+    blocker = _torch_only(config, model, device)
+    if config.quantize is not None:  # int8 runs in ONNX Runtime only: nothing to choose, nothing a pin overrides
+        if blocker is not None:
+            raise ConfigError(f"quantize={config.quantize!r} runs in ONNX Runtime on the CPU, not here: {blocker}")
+        return BackendChoice("onnxruntime", f"auto on the CPU with quantize={config.quantize!r}: ONNX Runtime")
     pinned = os.environ.get("STDD_BACKEND", "")
     if pinned:
         if pinned not in ("torch", "onnxruntime"):
             raise ConfigError(f"STDD_BACKEND={pinned!r}: use 'torch' or 'onnxruntime' (or unset it for auto)")
         return BackendChoice(pinned, f"STDD_BACKEND={pinned}")
-    blocker = _torch_only(config, model, device)
-    if blocker is not None and config.quantize is not None:
-        raise ConfigError(f"quantize={config.quantize!r} runs in ONNX Runtime on the CPU, not here: {blocker}")
     if blocker is not None:
         return BackendChoice("torch", f"auto: torch, because {blocker}")
-    if config.quantize is not None:  # int8 runs in ONNX Runtime only: nothing to choose
-        return BackendChoice("onnxruntime", f"auto on the CPU with quantize={config.quantize!r}: ONNX Runtime")
     from stdd_fast.predict.cpu_choice import measured_choice
 
     return measured_choice(model, num_frames)
