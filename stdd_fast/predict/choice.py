@@ -4,8 +4,9 @@ The rule of ``backend="auto"``: an exported ``.onnx`` / ``.plan`` runs in its ru
 chooses torch and ``quantize="int8"`` ONNX Runtime (on the CPU; elsewhere it is an error), whatever
 ``STDD_BACKEND=torch|onnxruntime`` pins otherwise; every other option only torch has, and a GPU,
 choose torch (Triton kernels on a GPU); otherwise the faster of the fused encoder in PyTorch and in
-ONNX Runtime, measured once per machine (:mod:`stdd_fast.predict.cpu_choice`). ONNX Runtime needs fp32, a deterministic STCA schedule and
-onnx / onnxruntime installed; where one is missing the record says so.
+ONNX Runtime, measured once per machine (:mod:`stdd_fast.predict.cpu_choice`). ONNX Runtime needs
+fp32, a deterministic STCA schedule and onnx / onnxruntime installed; where one is missing the
+record says so.
 """
 
 from __future__ import annotations
