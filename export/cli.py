@@ -111,6 +111,15 @@ def _check_args(a: argparse.Namespace) -> None:
 
     if not (a.onnx or a.trt or a.triton_repo):
         error("choose at least one of --onnx, --trt, --triton-repo")
+    if a.triton_repo:  # before an export that may take minutes: the repository's numbers Triton would reject
+        low = {"--instance-count": 1, "--max-queue-delay-us": 0, "--model-version": 1, "--serving-max-batch": 1}
+        values = [a.instance_count, a.max_queue_delay_us, a.model_version, a.serving_max_batch]
+        bad = [(flag, v, low[flag]) for flag, v in zip(low, values, strict=True) if v < low[flag]]
+        bad += [("--preferred-batch", v, 1) for v in a.preferred_batch if v < 1]
+        bad += [("--max-batch", a.max_batch, 1)] if a.max_batch is not None and a.max_batch < 1 else []
+        if bad:
+            flag, value, floor = bad[0]
+            error(f"{flag} {value}: must be >= {floor}")
     if a.serving and not a.triton_repo:
         error("--serving adds a model to --triton-repo DIR: pass --triton-repo too")
     if a.serving and not (a.weights and a.classifier):

@@ -15,6 +15,7 @@ import torch
 
 import stdd_fast
 from stdd_fast.classifier import Classifier
+from stdd_fast.decisions import check_calibrated_for
 from stdd_fast.deps import require
 from stdd_fast.errors import (
     ConfigError,
@@ -57,6 +58,21 @@ class ExportResult:
 def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().flatten(0, -2), b.double().flatten(0, -2)
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).min().item()
+
+
+def _baked_decisions(classifier: Classifier, visual: str) -> dict | None:
+    """The classifier's calibrated thresholds as the export spec carries them (None: it has none); refused when
+    they were calibrated with another model, or when it decides by background prompts (scored in PyTorch)."""
+    if classifier.background_weights is not None and classifier.calibration is None:
+        raise ConfigError(
+            "the classifier decides by background prompts, which an exported graph does not score: calibrate it "
+            "(stdd calibrate) and export the calibrated classifier, whose thresholds travel in the export"
+        )
+    c = classifier.calibration
+    if c is None:
+        return None
+    check_calibrated_for(classifier, visual)
+    return {"thresholds": c.thresholds.tolist(), "quantiles": c.quantiles.tolist(), "provenance": c.provenance}
 
 
 def _remove(path: Path) -> None:
@@ -103,6 +119,8 @@ def export_and_verify(
 
     work = prepare_model(model, "reference")
     device = work.visual.conv1.weight.device
+    visual = work.visual_fingerprint()
+    calibration = _baked_decisions(classifier, visual)
     spec = ExportSpec(
         arch=work.arch.name,
         num_frames=num_frames,
@@ -121,6 +139,8 @@ def export_and_verify(
         opset=opset,
         stdd_fast_version=stdd_fast.__version__,
         torch_version=torch.__version__,
+        visual_fingerprint=visual,
+        calibration=calibration,
     )
     graph = ExportGraph(work, classifier.weights, spec.logit_scale, uint8_input, mean, std).eval()
 

@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -34,6 +36,7 @@ FORMAT_TAG = "stdd_fast"
 # Not weights: OpenAI's archives store these ints as tensors; a scripted open_clip model keeps the text
 # tower's causal mask (a non-persistent buffer the model rebuilds).
 _NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+V = TypeVar("V")  # a state's values: tensors, or the file's key names while only the header is read
 
 
 @dataclass
@@ -49,6 +52,11 @@ class CheckpointInfo:
     stca: dict | None = None  # the STCA config a stdd_fast checkpoint records
     # STCA fields the model was built with other values than the checkpoint records: {field: [recorded, used]}
     stca_overridden: dict[str, list] = field(default_factory=dict)
+    name: str | None = None  # the pretrained name it was loaded by (stdd_fast.pretrained), None for a path
+    sha256: str | None = None  # of the file, for weights loaded by name
+
+
+KeyCheck = Callable[[dict[str, torch.Tensor], CheckpointInfo], None]  # read_state_dict(check=): keys and shapes
 
 
 def _looks_like_safetensors(path: Path) -> bool:
@@ -94,15 +102,32 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
         ) from None
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path, check: KeyCheck | None) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """The state of a safetensors file; ``check`` sees its keys and shapes first, from the header alone."""
     from safetensors import SafetensorError, safe_open
 
+    def unreadable(e: Exception) -> CheckpointError:
+        return CheckpointError(f"{path}: not a readable safetensors file ({e}); is it truncated or corrupt?")
+
+    info = CheckpointInfo(str(path), "safetensors")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (safe_open is no dict)
+            if meta.get("format") == FORMAT_TAG:
+                info.format = FORMAT_TAG
+                info.arch = json.loads(meta["arch"])
+                info.stca = json.loads(meta.get("stca", "null"))
+            names = _clip_keys({k: k for k in f.keys()}, info)  # noqa: SIM118 (safe_open is no dict): CLIP name -> key
+            shapes = {name: torch.empty(f.get_slice(key).get_shape(), device="meta") for name, key in names.items()}
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise unreadable(e) from None
+    if check is not None:
+        check(shapes, info)  # before any tensor is read: a key no model has (a sparse 6 GB one) costs nothing
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: f.get_tensor(key) for name, key in names.items()}, info
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); is it truncated or corrupt?") from None
+        raise unreadable(e) from None
 
 
 def _only_tensors(path: Path, d: dict, what: str) -> dict[str, torch.Tensor]:
@@ -112,11 +137,11 @@ def _only_tensors(path: Path, d: dict, what: str) -> dict[str, torch.Tensor]:
     return d
 
 
-def _strip(d: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def _strip(d: dict[str, V], prefix: str) -> dict[str, V]:
     return {k[len(prefix) :]: v for k, v in d.items() if k.startswith(prefix)}
 
 
-def _split_official(state: dict[str, torch.Tensor], info: CheckpointInfo) -> dict[str, torch.Tensor]:
+def _split_official(state: dict[str, V], info: CheckpointInfo) -> dict[str, V]:
     """Keep ``model.*`` of an official STDD state; count what is dropped (raw_model, projector_v)."""
     for k in state:
         if not k.startswith("model."):
@@ -125,8 +150,32 @@ def _split_official(state: dict[str, torch.Tensor], info: CheckpointInfo) -> dic
     return _strip(state, "model.")
 
 
-def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
-    """Read any supported checkpoint into a CLIP state dict with OpenAI/open_clip key names."""
+def _clip_keys(state: dict[str, V], info: CheckpointInfo) -> dict[str, V]:
+    """A checkpoint's entries under the CLIP names a model loads: ``module.`` / official ``model.`` prefixes
+    stripped, training-time heads and non-weights dropped (counted in ``info``); the values pass through."""
+    if state and all(k.startswith("module.") for k in state):
+        state = _strip(state, "module.")
+    if "model.visual.conv1.weight" in state:
+        state = _split_official(state, info)
+    projector = [k for k in state if k.startswith("projector_v.")]  # a training-time head, not part of CLIP
+    for k in projector:
+        del state[k]
+    if projector:
+        info.ignored_prefixes["projector_v."] = len(projector)
+    for k in _NON_WEIGHT_KEYS:
+        state.pop(k, None)
+    return state
+
+
+def read_state_dict(
+    path: str | Path, trust_pickle: bool = False, check: KeyCheck | None = None
+) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Read any supported checkpoint into a CLIP state dict with OpenAI/open_clip key names.
+
+    ``check(shapes, info)``: sees the state's keys and shapes (tensors on the meta device) and may raise; for a
+    safetensors file before any tensor is read (a file whose keys cannot fit costs only its header), for the
+    other formats once read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -135,13 +184,8 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
 
     # The format is read from the content, not the suffix (a safetensors file named .bin is common).
     if _looks_like_safetensors(path):
-        state, meta = _read_safetensors(path)
-        info = CheckpointInfo(str(path), "safetensors")
-        if meta.get("format") == FORMAT_TAG:
-            info.format = FORMAT_TAG
-            info.arch = json.loads(meta["arch"])
-            info.stca = json.loads(meta.get("stca", "null"))
-    elif is_torchscript(path):
+        return _read_safetensors(path, check)
+    if is_torchscript(path):
         state = _read_torchscript(path, trust_pickle)
         info = CheckpointInfo(str(path), "openai-torchscript")
     else:
@@ -161,17 +205,9 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> tuple[dict[
         else:
             info = CheckpointInfo(str(path), "state-dict")
             state = _only_tensors(path, obj, "the file")
-    if state and all(k.startswith("module.") for k in state):
-        state = _strip(state, "module.")
-    if "model.visual.conv1.weight" in state:
-        state = _split_official(state, info)
-    projector = [k for k in state if k.startswith("projector_v.")]  # a training-time head, not part of CLIP
-    for k in projector:
-        del state[k]
-    if projector:
-        info.ignored_prefixes["projector_v."] = len(projector)
-    for k in _NON_WEIGHT_KEYS:
-        state.pop(k, None)
+    state = _clip_keys(state, info)
+    if check is not None:
+        check(state, info)
     return state, info
 
 

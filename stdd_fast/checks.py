@@ -43,17 +43,20 @@ def check_number(
     optional: bool = False,
     unit: str = "",
     hint: str = "",
+    high: float | None = None,
 ) -> float | None:
-    """``value`` as a finite real number > ``low`` (``strict``) or >= ``low``; None too when ``optional``.
+    """``value`` as a finite real number > ``low`` (``strict``) or >= ``low``, and <= ``high`` when given; None too
+    when ``optional``.
 
     ``unit``: what the number counts ("MiB", "seconds"), named in the error; ``hint``: what None or the value means.
     """
     if value is None and optional:
         return None
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if strict else value >= low)
+    ok = ok and (value > low if strict else value >= low) and (high is None or value <= high)
     if not ok:
         what = f"a finite number{' of ' + unit if unit else ''} {'>' if strict else '>='} {low:g}"
+        what += "" if high is None else f" and <= {high:g}"
         said = f" ({hint})" if hint else ""
         raise ConfigError(f"{name}={value!r}: must be {what}" + (" or None" if optional else "") + said)
     return value

@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from stdd_fast import prompts as P
 from stdd_fast.checks import check_int
 from stdd_fast.choices import MATCHES, REDUCES
+from stdd_fast.decisions import Calibration, Decider
 from stdd_fast.errors import ClassifierError, OutputError, choice_error
 from stdd_fast.text import encode_texts, text_tower_fingerprint
 
 FORMAT_TAG = "stdd_fast.classifier"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "1"  # weights, classes and their provenance
+DECISIONS_VERSION = "2"  # also decisions: calibrated thresholds, background prompts, classes by example
+READABLE_VERSIONS = (FORMAT_VERSION, DECISIONS_VERSION)
 
 
 @dataclass
@@ -34,6 +37,11 @@ class Classifier:
     weights: float32 [K, N, D] or [K, D], unit-norm rows. prompts: the K x N prompt strings (for a
     template average, the K x Ntpl prompts averaged). logit_scale: log(tau) of the model that built
     it (engines score with their checkpoint's own value, STDD-SPEC §3.3).
+
+    What decides (:mod:`stdd_fast.decisions`; none of it changes the ranking): calibration, per-class
+    thresholds (:mod:`stdd_fast.calibrate`); background, the "none of these" descriptions, with their
+    weights background_weights [M, N, D] | [M, D] built like the classes'; examples, for each class
+    described by example clips (:mod:`stdd_fast.examples`), the clips its prototypes came from.
     """
 
     weights: torch.Tensor
@@ -45,6 +53,10 @@ class Classifier:
     arch: str = ""
     logit_scale: float = math.log(100.0)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    background: list[str] = field(default_factory=list)
+    background_weights: torch.Tensor | None = None
+    examples: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.weights, torch.Tensor) or not self.weights.is_floating_point():
@@ -64,6 +76,40 @@ class Classifier:
             )
         if not (isinstance(self.logit_scale, int | float) and math.isfinite(self.logit_scale)):
             raise ClassifierError(f"classifier logit_scale={self.logit_scale!r}: must be a finite number")
+        self._check_decisions()
+
+    def _check_decisions(self) -> None:
+        c, bg = self.calibration, self.background_weights
+        if c is not None and c.thresholds.shape[0] != self.num_classes:
+            raise ClassifierError(
+                f"the calibration holds {c.thresholds.shape[0]} thresholds for {self.num_classes} classes; calibrate "
+                "this classifier again (stdd calibrate)"
+            )
+        if (bg is None) != (not self.background):
+            raise ClassifierError("background descriptions and their weights come together; rebuild the classifier")
+        if bg is not None:
+            if bg.ndim != self.weights.ndim or bg.shape[0] != len(self.background) or bg.shape[-1] != self.embed_dim:
+                raise ClassifierError(
+                    f"background weights {tuple(bg.shape)} do not fit {len(self.background)} descriptions and the "
+                    f"classes' weights {tuple(self.weights.shape)}; rebuild the classifier"
+                )
+            if not bool(torch.isfinite(bg).all()):
+                raise ClassifierError("background weights hold NaN/Inf; rebuild the classifier")
+            P.check_class_names(self.background, "background descriptions")
+        unknown = sorted(set(self.examples) - set(self.classes))
+        if unknown:
+            raise ClassifierError(f"examples name classes {unknown[:5]} the classifier does not have")
+
+    @property
+    def decides(self) -> bool:
+        """Whether this classifier carries decisions (calibrated thresholds or background prompts)."""
+        return self.calibration is not None or self.background_weights is not None
+
+    def decider(self, logit_scale: torch.Tensor | float) -> Decider | None:
+        """Its decisions for a model with ``logit_scale`` (None when it carries none)."""
+        if not self.decides:
+            return None
+        return Decider(self.classes, logit_scale, self.calibration, self.background_weights)
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +121,8 @@ class Classifier:
 
     def to(self, device: str | torch.device) -> Classifier:
         self.weights = self.weights.to(device)
+        if self.background_weights is not None:
+            self.background_weights = self.background_weights.to(device)
         return self
 
     def check_compatible(self, embed_dim: int, text_tower: str | None = None) -> None:
@@ -97,7 +145,7 @@ class Classifier:
         path = Path(path)
         meta = {
             "format": FORMAT_TAG,
-            "version": FORMAT_VERSION,
+            "version": DECISIONS_VERSION if self.decides or self.examples else FORMAT_VERSION,
             "classes": json.dumps(self.classes),
             "prompts": json.dumps(self.prompts),
             "templates": json.dumps(self.templates),
@@ -107,8 +155,17 @@ class Classifier:
             "logit_scale": repr(float(self.logit_scale)),
             "skipped": json.dumps(self.skipped),
         }
+        tensors = {"weights": self.weights}
+        if self.decides or self.examples:
+            meta.update(background=json.dumps(self.background), examples=json.dumps(self.examples))
+        if self.background_weights is not None:
+            tensors["background_weights"] = self.background_weights
+        if self.calibration is not None:
+            meta["calibration"] = json.dumps(self.calibration.provenance)
+            tensors.update(thresholds=self.calibration.thresholds, quantiles=self.calibration.quantiles)
+        tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
         try:
-            save_file({"weights": self.weights.detach().float().contiguous().cpu()}, str(path), metadata=meta)
+            save_file(tensors, str(path), metadata=meta)
         except (SafetensorError, OSError) as e:
             raise OutputError(f"{path}: cannot write the classifier here ({e})") from None
         return path
@@ -128,13 +185,15 @@ class Classifier:
                         f"{path}: not a stdd_fast classifier (format {meta.get('format')!r}); "
                         "build one with `stdd build-classifier` or Classifier.from_feature_file"
                     )
-                weights = f.get_tensor("weights")
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         except (SafetensorError, OSError, ValueError) as e:
             raise ClassifierError(f"{path}: not a readable classifier file ({e})") from None
-        if meta.get("version") != FORMAT_VERSION:
+        if meta.get("version") not in READABLE_VERSIONS:
             raise ClassifierError(
-                f"{path}: classifier format version {meta.get('version')!r}, expected {FORMAT_VERSION}"
+                f"{path}: classifier format version {meta.get('version')!r}, expected one of {READABLE_VERSIONS}"
             )
+        if "weights" not in tensors:
+            raise ClassifierError(f"{path}: the classifier file holds no weights; rebuild it")
         try:
             fields = {
                 "classes": json.loads(meta["classes"]),
@@ -145,17 +204,31 @@ class Classifier:
                 "arch": meta["arch"],
                 "logit_scale": float(meta["logit_scale"]),
                 "skipped": json.loads(meta["skipped"]),
+                "background": json.loads(meta.get("background", "[]")),
+                "examples": json.loads(meta.get("examples", "{}")),
             }
+            calibration = None
+            if "thresholds" in tensors or "calibration" in meta:
+                provenance = json.loads(meta["calibration"])
+                calibration = Calibration(tensors["thresholds"], tensors["quantiles"], provenance)
         except KeyError as e:
             raise ClassifierError(f"{path}: the classifier's metadata lacks {e.args[0]!r}; rebuild it") from None
         except (ValueError, TypeError, RecursionError) as e:
             raise ClassifierError(f"{path}: the classifier's metadata is malformed ({type(e).__name__}: {e})") from None
+        except ClassifierError as e:  # e.g. thresholds edited to NaN
+            raise ClassifierError(f"{path}: {e}") from None
         kinds = {"classes": list, "prompts": list, "templates": list, "skipped": dict}
+        kinds.update(background=list, examples=dict)
         wrong = [k for k, kind in kinds.items() if not isinstance(fields[k], kind)]
         if wrong:
             raise ClassifierError(f"{path}: the metadata field {wrong[0]!r} has the wrong type; rebuild the classifier")
         try:
-            return cls(weights=weights, **fields)
+            return cls(
+                weights=tensors["weights"],
+                calibration=calibration,
+                background_weights=tensors.get("background_weights"),
+                **fields,
+            )
         except ClassifierError as e:
             raise ClassifierError(f"{path}: {e}") from None
 
@@ -184,6 +257,7 @@ def build_classifier(
     reduce: str = "auto",
     batch_size: int = 256,
     progress: bool = False,
+    background: bool | Sequence[str] = False,
 ) -> Classifier:
     """Encode class prompts with the model's text tower into a :class:`Classifier`.
 
@@ -194,7 +268,10 @@ def build_classifier(
 
     ``classes``: names in label order (None: the keys of the xprompt/ASKG file). ``match``:
     ``"position"`` pairs names with file entries in order (as released), ``"key"`` by name.
-    ``templates``: default the 8 STDD templates.
+    ``templates``: default the 8 STDD templates. ``background``: also encode "none of these"
+    descriptions a class must beat to be detected (:mod:`stdd_fast.decisions`): True, the default set
+    (:data:`stdd_fast.prompts.DEFAULT_BACKGROUND`), or a list of yours added to it; encoded with the
+    same templates and reduction as the classes.
     """
     if reduce not in REDUCES:
         raise choice_error("reduce", reduce, REDUCES)
@@ -238,6 +315,14 @@ def build_classifier(
     weights = encode_texts(model, flat, batch_size=batch_size, progress=progress).view(k, n, -1)  # [K, N, D]
     if reduce == "mean" or (reduce == "auto" and source == "templates"):
         weights = F.normalize(weights.mean(1), dim=-1)  # [K, D]
+    described = _background(background)
+    background_weights = None
+    if described:
+        bg_grid = P.prompt_grid(described, [[] for _ in described], templates)
+        bg = encode_texts(model, [t for row in bg_grid for t in row], batch_size=batch_size).view(
+            len(described), -1, weights.shape[-1]
+        )
+        background_weights = F.normalize(bg.mean(1), dim=-1) if weights.ndim == 2 else bg  # reduced as the classes
     arch = getattr(model, "arch", None)
     return Classifier(
         weights=weights.cpu(),
@@ -249,4 +334,18 @@ def build_classifier(
         arch=arch.name if arch else "",
         logit_scale=float(model.logit_scale.detach().float()),
         skipped=skipped,
+        background=described,
+        background_weights=None if background_weights is None else background_weights.cpu(),
     )
+
+
+def _background(background: bool | Sequence[str]) -> list[str]:
+    """The background descriptions ``build_classifier(background=...)`` asks for (checked)."""
+    if background is False or background is None:
+        return []
+    if background is True:
+        return list(P.DEFAULT_BACKGROUND)
+    if isinstance(background, str) or not isinstance(background, Sequence):
+        raise ClassifierError(f"background={background!r}: pass True (the default set) or a list of descriptions")
+    extra = [b for b in background if b not in P.DEFAULT_BACKGROUND]
+    return P.check_class_names([*P.DEFAULT_BACKGROUND, *extra], "background descriptions")

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stdd_fast.checks import check_number
-from stdd_fast.errors import StddError
+from stdd_fast.errors import ClassifierError, StddError
+from stdd_fast.user_cache import special_kind
 
 _NOTHING_REFUSED = object()
 
@@ -78,6 +79,9 @@ class ClassifierWatcher:
         if signature in (self._loaded, self._refused) or not settled:
             return None
         try:
+            kind = special_kind(self.path)
+            if kind is not None:  # reading a FIFO would block this thread, a device never end
+                raise ClassifierError(f"{self.path} is {kind}, not a classifier file")
             classifier = Classifier.load(self.path)
             if file_signature(self.path) != signature:
                 return None  # rewritten while it was read: read it again once it holds still

@@ -9,11 +9,34 @@ info`` reports :func:`status` for each: installed or not, and whether it can run
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 
 from stdd_fast.errors import BackendUnavailableError
+
+
+def install_command(extra: str) -> str:
+    """How to add stdd-fast's optional ``extra`` to this environment, as a command that works here.
+
+    stdd-fast is not on a package registry: from the checkout this package runs from (an editable install),
+    with this interpreter's pip (no venv activation needed); else, the same from a checkout.
+    """
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():
+        return f"install stdd-fast with its [{extra}] extra (from a checkout: pip install -e '.[{extra}]')"
+    return f"{_shown(Path(sys.executable))} -m pip install -e '{_shown(root)}[{extra}]'"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (shorter to read and to paste), else absolute."""
+    try:
+        relative = path.relative_to(Path.cwd())
+    except ValueError:
+        return str(path)
+    return str(relative) if relative.parts else "."
 
 
 @dataclass(frozen=True)
@@ -21,8 +44,17 @@ class Dependency:
     module: str  # what is imported
     dist: str  # the distribution that carries its version
     purpose: str
-    install: str
+    extra: str  # the stdd-fast extra that installs it ("": none, the distribution itself)
+    note: str = ""  # said after the install command
     needs_cuda: str = ""  # why it needs a CUDA device here, "" when it runs on a CPU
+
+    @property
+    def install(self) -> str:
+        """The command that installs it here (not one of stdd-fast's extras: the distribution itself)."""
+        command = (
+            install_command(self.extra) if self.extra else f"{_shown(Path(sys.executable))} -m pip install {self.dist}"
+        )
+        return command + (f" {self.note}" if self.note else "")
 
 
 OPTIONAL: dict[str, Dependency] = {
@@ -30,59 +62,52 @@ OPTIONAL: dict[str, Dependency] = {
         "triton",
         "triton",
         "Triton kernels (impl='triton')",
-        "pip install 'stdd-fast[triton]' (CUDA builds of torch bring it)",
+        "triton",
+        "(CUDA builds of torch bring it)",
         "its kernels run on CUDA GPUs (TRITON_INTERPRET=1 runs them in the interpreter, for tests)",
     ),
     "dali": Dependency(
         "nvidia.dali",
         "nvidia-dali-cuda130",
         "DALI video decoding (decode_backend='dali')",
-        "pip install 'stdd-fast[dali]'",
-        "NVDEC decoding needs a CUDA GPU (its CPU decoder reads VP8/VP9/MJPEG only)",
+        "dali",
+        needs_cuda="NVDEC decoding needs a CUDA GPU (its CPU decoder reads VP8/VP9/MJPEG only)",
     ),
-    "onnx": Dependency("onnx", "onnx", "ONNX export", "pip install 'stdd-fast[export]'"),
-    "onnxscript": Dependency("onnxscript", "onnxscript", "ONNX export", "pip install 'stdd-fast[export]'"),
+    "onnx": Dependency("onnx", "onnx", "ONNX export", "export"),
+    "onnxscript": Dependency("onnxscript", "onnxscript", "ONNX export", "export"),
     "onnxruntime": Dependency(
-        "onnxruntime", "onnxruntime", "the ONNX Runtime backend", "pip install 'stdd-fast[export]' (or onnxruntime-gpu)"
+        "onnxruntime", "onnxruntime", "the ONNX Runtime backend", "export", "(or onnxruntime-gpu on a GPU machine)"
     ),
     "tensorrt": Dependency(
         "tensorrt",
         "tensorrt",
         "TensorRT engines",
-        "pip install 'stdd-fast[trt]' on a machine with an NVIDIA GPU and driver (TensorRT has no CPU build)",
+        "trt",
+        "on a machine with an NVIDIA GPU and driver (TensorRT has no CPU build)",
         "TensorRT runs on NVIDIA GPUs only",
     ),
-    "ray": Dependency("ray", "ray", "corpus jobs on Ray Data (stdd batch)", "pip install 'stdd-fast[ray]'"),
-    "pyarrow": Dependency("pyarrow", "pyarrow", "Parquet results (stdd batch)", "pip install 'stdd-fast[ray]'"),
-    "pytriton": Dependency(
-        "pytriton",
-        "nvidia-pytriton",
-        "the bundled Triton Inference Server (stdd serve)",
-        "pip install 'stdd-fast[serve]'",
-    ),
-    "tritonclient": Dependency(
-        "tritonclient", "tritonclient", "Triton clients (stdd serve tests, load runs)", "pip install 'stdd-fast[serve]'"
-    ),
-    "openai": Dependency("openai", "openai", "ASKG prompts from a chat endpoint (stdd prompts)", "pip install openai"),
-    "httpx": Dependency(
-        "httpx", "httpx", "ASKG prompts from a chat endpoint (stdd prompts)", "pip install 'stdd-fast[prompts]'"
-    ),
-    "pynvml": Dependency("pynvml", "nvidia-ml-py", "GPU telemetry in the benchmark", "pip install 'stdd-fast[gpu]'"),
-    "matplotlib": Dependency(
-        "matplotlib", "matplotlib", "plots (training, benchmark)", "pip install 'stdd-fast[train]'"
-    ),
+    "ray": Dependency("ray", "ray", "corpus jobs on Ray Data (stdd batch)", "ray"),
+    "pyarrow": Dependency("pyarrow", "pyarrow", "Parquet results (stdd batch)", "ray"),
+    "pytriton": Dependency("pytriton", "nvidia-pytriton", "the bundled Triton Inference Server (stdd serve)", "serve"),
+    "tritonclient": Dependency("tritonclient", "tritonclient", "Triton clients (stdd serve tests, load runs)", "serve"),
+    "httpx": Dependency("httpx", "httpx", "ASKG prompts from a chat endpoint (stdd prompts)", "prompts"),
+    "pynvml": Dependency("pynvml", "nvidia-ml-py", "GPU telemetry in the benchmark", "gpu"),
+    "matplotlib": Dependency("matplotlib", "matplotlib", "plots (training, benchmark)", "train"),
 }
 
 
 def _entry(name: str) -> Dependency:
-    return OPTIONAL.get(name) or Dependency(name, name, name, f"pip install {name}")
+    """The table's entry for a name or module (``pyarrow.parquet`` is pyarrow's), else one for the name itself."""
+    top = name.split(".")[0]
+    found = OPTIONAL.get(name) or next((d for d in OPTIONAL.values() if d.module in (name, top)), None)
+    return found or Dependency(name, name, name, "")
 
 
 def require(name: str) -> ModuleType:
     """Import an optional dependency (by its table name or module name), or raise BackendUnavailableError."""
-    dep = OPTIONAL.get(name) or next((d for d in OPTIONAL.values() if d.module == name), None) or _entry(name)
+    dep = _entry(name)
     try:
-        return importlib.import_module(dep.module)
+        return importlib.import_module(name if name.startswith(f"{dep.module}.") else dep.module)
     except Exception as e:  # ImportError, or OSError / RuntimeError from a missing native library
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BackendUnavailableError(

@@ -21,6 +21,7 @@ import torch
 from stdd_fast.checks import check_int
 from stdd_fast.choices import ON_ERRORS
 from stdd_fast.classifier import Classifier
+from stdd_fast.decisions import check_views
 from stdd_fast.errors import ConfigError, StddError, choice_error
 from stdd_fast.head import rank_views
 from stdd_fast.predict.batching import predict_videos
@@ -46,7 +47,7 @@ class Engine:
     ``quantize``, ``gemm``, ``arch``, ``stca``, ``trust_pickle``; ``num_views``, ``num_frames``,
     ``sampling_rate``, ``target_fps``; ``decode_backend``, ``decode_workers``, ``decode_threads``,
     ``decode_batch``, ``decode_memory_mb``. Defaults: CPU, fp32, the fastest exact backend, the
-    official sampling. Results are the same objects for every backend.
+    official sampling. Results are the same objects for every backend. ``quiet``: no :mod:`~stdd_fast.notices`.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class Engine:
         predictor: PredictorConfig | None = None,
         sampling: str | SamplingConfig | None = None,
         decode: DecodeConfig | None = None,
+        quiet: bool = False,
         **options,
     ) -> None:
         if isinstance(sampling, str):
@@ -72,9 +74,10 @@ class Engine:
         self.settings = chosen
         self.sampling, self.decode = chosen.sampling, chosen.decode
         self.predictor = build_predictor(
-            weights, chosen.classes, config=chosen.predictor, num_frames=chosen.sampling.num_frames
+            weights, chosen.classes, config=chosen.predictor, num_frames=chosen.sampling.num_frames, quiet=quiet
         )
         self.loader = VideoLoader(self.sampling, self.decode, self.predictor.image_size, self.predictor.device)
+        check_views(self.predictor, self.sampling)
 
     # what the parts say about themselves
     backend = property(lambda self: self.predictor.backend)
@@ -99,9 +102,13 @@ class Engine:
     def classifier(self) -> Classifier | None:
         return getattr(self.predictor, "classifier", None)
 
-    def set_classifier(self, classifier: str | Path | Classifier | None) -> None:
-        """Score with another classifier from the next batch or window on (a path or a Classifier)."""
-        self.predictor.set_classifier(Classifier.load(classifier) if isinstance(classifier, str | Path) else classifier)
+    def set_classifier(self, classifier: str | Path | Classifier) -> None:
+        """Score with another classifier from the next batch or window on (a path or a Classifier; not None)."""
+        if classifier is None:  # a running classify or stream would go on without labels
+            raise ConfigError("set_classifier(None): an Engine that classifies needs a classifier file or a Classifier")
+        classifier = Classifier.load(classifier) if isinstance(classifier, str | Path) else classifier
+        check_views(classifier, self.sampling)  # thresholds calibrated for other views are refused, with the reason
+        self.predictor.set_classifier(classifier)
 
     def __repr__(self) -> str:
         s = self.sampling
@@ -142,6 +149,7 @@ class Engine:
             return VideoResult(v.source, error=v.error, decode_backend=v.backend, decode_note=v.note)
         t0 = time.perf_counter()
         ranked = rank_views(p.logits, top_k)
+        detected = p.detected
         return VideoResult(
             source=v.source,
             labels=[p.classes[i] for i in ranked.top],
@@ -153,6 +161,7 @@ class Engine:
             timings=Timings(v.decode_s, v.preprocess_s, p.encode_s, time.perf_counter() - t0),
             decode_backend=v.backend,
             decode_note=v.note,
+            detected=detected,
         )
 
     def embed(
@@ -209,6 +218,21 @@ class Engine:
         elif options or window is not None or stride != 16:
             raise ConfigError("pass config=StreamConfig(...) or its fields as keywords, not both")
         return WindowStream(self.predictor, self.sampling, sources, config, callback, names)
+
+    def timeline(self, video: str | Path, window: int | str | None = None, stride: int | str = 16, **options):
+        """Which action when in one file: a :class:`~stdd_fast.timeline.run.Timeline` of segments, the file cut
+        as a stream is (``segments=SegmentConfig(...)``, ``keep_windows=``, ``progress=``, stream options)."""
+        from stdd_fast.timeline.run import timeline
+
+        return timeline(self, video, window=window, stride=stride, **options)
+
+    def events(self, sources, window: int | str | None = None, stride: int | str = 16, **options):
+        """Live events (:class:`~stdd_fast.events.Event`, open and close) of one source or a list of them, as they
+        happen (:func:`stdd_fast.timeline.run.events`; the same segmenter as :meth:`timeline`)."""
+        from stdd_fast.timeline.run import events
+
+        many = isinstance(sources, list | tuple)
+        return events(self, list(sources) if many else [sources], window=window, stride=stride, **options)
 
 
 def _as_list(videos: VideoInput | Sequence[VideoInput]) -> list[VideoInput]:

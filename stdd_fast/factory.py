@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from stdd_fast import pretrained as by_name
 from stdd_fast.checkpoints import check_finite, check_state_dict, detect_arch, read_state_dict
 from stdd_fast.config import ArchConfig, STCAConfig, get_arch
 from stdd_fast.model import STDDModel
@@ -57,6 +58,15 @@ def _stca_for(recorded: dict | None, stca: StcaChoice, info) -> STCAConfig | Non
     return stca
 
 
+def _check_keys(shapes: dict[str, torch.Tensor], info, arch: str | ArchConfig | None, source: str) -> None:
+    """The checkpoint's keys and shapes against the model they would load into (built on the meta device): a
+    safetensors file that cannot fit is refused before its tensors are read (STCA adds no parameter)."""
+    arch = get_arch(arch) if arch is not None else ArchConfig.from_dict(info.arch) if info.arch else None
+    with torch.device("meta"):
+        model = STDDModel(arch or detect_arch(shapes, source), None, "reference")
+    check_state_dict(model, shapes, source)
+
+
 def load_model(
     path: str | Path,
     arch: str | ArchConfig | None = None,
@@ -66,7 +76,9 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     trust_pickle: bool = False,
 ) -> STDDModel:
-    """Load an STDD model from a checkpoint file of any supported format (in eval mode).
+    """Load an STDD model from a checkpoint file of any supported format (in eval mode), or from pretrained
+    weights by name (``"ViT-B-16/openai"``, ``"hf-hub:org/repo"``: :mod:`stdd_fast.pretrained`, the Hugging Face
+    cache; ``checkpoint_info`` records the name and the file's sha256).
 
     ``arch``: None detects it from the weights (:func:`~stdd_fast.checkpoints.detect_arch`); a name
     or ArchConfig is checked against them. ``stca``: ``"checkpoint"`` (default) uses the config a
@@ -75,12 +87,18 @@ def load_model(
     builds plain CLIP blocks. ``logit_scale`` comes from the checkpoint. The returned model carries
     ``checkpoint_info`` (format, dropped prefixes, epoch). The caller's global RNG is untouched.
     """
-    state, info = read_state_dict(path, trust_pickle=trust_pickle)
+    named = by_name.resolve(path) if by_name.is_name(path) else None
+    fits = lambda shapes, found: _check_keys(shapes, found, arch, str(path))  # before the tensors are read
+    state, info = read_state_dict(named.path if named else path, trust_pickle=trust_pickle, check=fits)
     check_finite(state, str(path))
     if arch is None:
         arch = ArchConfig.from_dict(info.arch) if info.arch else detect_arch(state, str(path))
+        if named and named.quick_gelu is not None:  # the weights' shapes cannot tell the activation; the name can
+            arch = dataclasses.replace(arch, quick_gelu=named.quick_gelu)
     else:
         arch = get_arch(arch)
+    if named:
+        info.name, info.sha256 = named.name, named.sha256
     with torch.random.fork_rng(devices=[]):  # the init is overwritten at once: it must not advance the caller's RNG
         model = STDDModel(arch, _stca_for(info.stca, stca, info), impl)
     check_state_dict(model, state, str(path))

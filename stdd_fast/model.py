@@ -6,6 +6,8 @@ weights give a zero-shot STDD model and STDD checkpoints load by stripping ``mod
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
@@ -167,6 +169,17 @@ class STDDModel(CLIP):
             if isinstance(block, STCABlock):
                 block.gemm = gemm
         return self
+
+    def visual_fingerprint(self) -> str:
+        """16 hex digits identifying the visual tower's weights, the same in fp32 and bf16: what calibrated
+        thresholds were measured with (a strided sample of each tensor, rounded to bf16, hashed with the names)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.visual.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.bfloat16).float()
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            digest.update(sample.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def encode_video(self, frames: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Frame embeddings of clips.

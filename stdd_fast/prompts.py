@@ -63,6 +63,20 @@ STDD_TEMPLATES: tuple[str, ...] = (
     "a video of a person {}.",
 )
 
+# "None of these": ordinary scenes a class must beat to be detected (build_classifier(background=True)). Phrased
+# like class names, as the templates render them ("a video of action {}."), and kept generic: what a fixed camera
+# sees when none of a site's actions happens.
+DEFAULT_BACKGROUND: tuple[str, ...] = (
+    "nothing happening",
+    "an empty scene",
+    "a static view with no one in it",
+    "standing still",
+    "waiting",
+    "walking by",
+    "sitting",
+    "talking",
+)
+
 # The 28 Open-VCLIP templates of the released template-average classifier (``a example`` sic).
 OPENVCLIP_TEMPLATES: tuple[str, ...] = tuple(
     f"{prefix} of {pattern}."
@@ -245,6 +259,12 @@ def read_class_names(path: str | Path) -> list[str]:
                 raise ClassifierError(f"{path}: expected an index->class object or a list of names")
         else:
             names = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            joined = next((n for n in names if "," in n), None)
+            if joined is not None:  # "a,b,c" on a line would be one class named "a,b,c"
+                raise ClassifierError(
+                    f"{path}: the line {joined!r} holds commas; a class list file has one name per line (or pass "
+                    "comma-separated names as --classes 'a,b,c' / classes=[...])"
+                )
     if not names:
         raise ClassifierError(f"{path}: the class list is empty")
     return check_class_names(names, str(path))

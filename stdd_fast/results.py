@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from stdd_fast.decisions import Detection
 from stdd_fast.errors import StddError
 
 
@@ -48,6 +49,9 @@ class VideoResult:
     or normalised tensor inputs.
     decode_note: why a file was decoded with PyAV although DALI was asked for or ``"auto"`` would
     have preferred it (DALI missing, no GPU, a codec DALI cannot read, a DALI failure); None otherwise.
+    detected: the classes the video shows, best confidence first (zero, one or several
+    :class:`~stdd_fast.decisions.Detection`), when the classifier carries decisions (calibrated
+    thresholds or background prompts); None otherwise. The ranking above is unchanged by them.
     """
 
     source: str
@@ -61,23 +65,30 @@ class VideoResult:
     error: StddError | None = None
     decode_backend: str | None = None
     decode_note: str | None = None
+    detected: list[Detection] | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """A JSON-ready summary (no tensors): video, labels, scores, probabilities, timings, error, decode backend."""
-        return {
-            "video": self.source,
-            "labels": list(self.labels),
-            "scores": [float(s) for s in self.scores],
-            "probabilities": [float(p) for p in self.probabilities],
-            "timings": self.timings.to_dict(),
-            "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
-            "decode_backend": self.decode_backend,
-            "decode_note": self.decode_note,
-        }
+        """A JSON-ready summary (no tensors): video, labels, scores, probabilities, timings, error, decode backend,
+        and ``detected`` when the classifier decides."""
+        return _with_detected(
+            self.detected,
+            {
+                "video": self.source,
+                "labels": list(self.labels),
+                "scores": [float(s) for s in self.scores],
+                "probabilities": [float(p) for p in self.probabilities],
+                "timings": self.timings.to_dict(),
+                "error": None
+                if self.error is None
+                else {"type": type(self.error).__name__, "message": str(self.error)},
+                "decode_backend": self.decode_backend,
+                "decode_note": self.decode_note,
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,10 @@ class WindowResult:
     three views); probabilities: their softmax probabilities; logits: float32 [K], all classes. latency: seconds
     from the arrival of the window's last frame to this result. dropped: windows of this stream dropped
     (``on_backpressure="drop"``) since its previous result. error: the StreamError that ended the stream (index -1),
-    or the NonFiniteError of one window (its index; the stream goes on); the scores are then empty.
+    or the NonFiniteError of one window (its index; the stream goes on); the scores are then empty. detected: the
+    classes the window shows when the classifier decides (see :class:`VideoResult`), else None; confidences:
+    float32 [K], every class's confidence then (what timelines and events segment), else None. skipped: the
+    motion gate carried the last scored window's result forward to this still window (:mod:`stdd_fast.stream.gate`).
     """
 
     source: str
@@ -109,6 +123,9 @@ class WindowResult:
     latency: float = 0.0
     dropped: int = 0
     error: StddError | None = None
+    detected: list[Detection] | None = None
+    confidences: torch.Tensor | None = None
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -116,17 +133,30 @@ class WindowResult:
 
     def to_dict(self) -> dict:
         """A JSON-ready summary (no tensors)."""
-        return {
-            "source": self.source,
-            "window": self.index,
-            "start_frame": self.start_frame,
-            "end_frame": self.end_frame,
-            "start_time": self.start_time,
-            "end_time": self.end_time,
-            "labels": list(self.labels),
-            "scores": [float(s) for s in self.scores],
-            "probabilities": [float(p) for p in self.probabilities],
-            "latency": self.latency,
-            "dropped": self.dropped,
-            "error": None if self.error is None else {"type": type(self.error).__name__, "message": str(self.error)},
-        }
+        return _with_detected(
+            self.detected,
+            {
+                "source": self.source,
+                "window": self.index,
+                "start_frame": self.start_frame,
+                "end_frame": self.end_frame,
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+                "labels": list(self.labels),
+                "scores": [float(s) for s in self.scores],
+                "probabilities": [float(p) for p in self.probabilities],
+                "latency": self.latency,
+                "dropped": self.dropped,
+                "error": None
+                if self.error is None
+                else {"type": type(self.error).__name__, "message": str(self.error)},
+                **({"skipped": True} if self.skipped else {}),
+            },
+        )
+
+
+def _with_detected(detected: list[Detection] | None, summary: dict) -> dict:
+    """``summary`` with its ``detected`` list when there are decisions (without them, the summary as before)."""
+    if detected is not None:
+        summary["detected"] = [d.to_dict() for d in detected]
+    return summary

@@ -95,6 +95,17 @@ class _NoBar:
         pass
 
 
+def print_above(bar, text: str, file: TextIO | None = None) -> None:
+    """``print(text)`` to ``file`` (stdout) with ``bar`` (from :func:`progress_bar`) cleared first and drawn again
+    after, under tqdm's lock: on a terminal the bar and the lines share, a line never starts inside the bar."""
+    file = file if file is not None else sys.stdout
+    if isinstance(bar, _NoBar):
+        print(text, file=file, flush=True)
+        return
+    with bar.external_write_mode(file=bar.fp):
+        print(text, file=file, flush=True)
+
+
 def progress_bar(total: int | None, show: bool | None, desc: str, unit: str):
     """A tqdm bar on stderr when ``show`` is True, or None and stderr is a terminal; else a no-op with its methods.
 

@@ -7,20 +7,30 @@ The root is ``$STDD_CACHE_DIR``, else ``~/.cache/stdd_fast``. Under it: ``onnx/`
 A cache only saves work, so it never stops one: an entry that is missing, a special file (a FIFO, a
 device, a link to ``/dev/zero``), too big or unreadable reads as absent (and is rebuilt); a cache
 that cannot be written (a file where its folder should be, no permission, a read-only or full disk)
-means running without it, said once per place with a :class:`CacheWarning`.
+means running without it, said once per place with a :class:`CacheWarning`. Outputs the commands
+write (results, artifacts, generated files) are checked with :func:`check_not_special`: a FIFO or
+a link to a device there is an error, never a write that blocks or vanishes.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import stat
 import tempfile
 import warnings
 from pathlib import Path
 
+from stdd_fast.errors import OutputError
+
 MAX_RECORD_BYTES = 2**20  # a record (JSON) larger than this is not one of ours
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors library's own limit
 _SAID: set[str] = set()
+_PROCESS_FOLDERS: dict[str, Path] = {}
 
 
 class CacheWarning(RuntimeWarning):
@@ -39,6 +49,62 @@ def say_once(where: str, message: str) -> None:
         warnings.warn(message, CacheWarning, stacklevel=3)
 
 
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists as neither a regular file nor a folder (links followed), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def check_not_special(path: str | Path, what: str) -> None:
+    """OutputError when ``path`` (``what``: the flag naming it) is a FIFO, device or socket, or a link to one:
+    writing there would block (a FIFO waits for a reader) or vanish (``/dev/null``), reading it never end."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise OutputError(f"{what} {path} is {kind}, not a file or folder: write to another path")
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a regular file's contents (links followed); None when absent, special or unreadable (never blocks).
+
+    A safetensors file's JSON header is hashed in one canonical form (keys sorted): the library writes its
+    metadata in no fixed order, so the same tensors saved twice would otherwise hash differently.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        os.set_blocking(fd, True)
+        digest = hashlib.sha256()
+        try:
+            digest.update(_canonical_header(f, os.fstat(fd).st_size))
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
+def _canonical_header(f, size: int) -> bytes:
+    """A safetensors header (8-byte length, JSON) read from ``f`` in canonical form; else the bytes read as they are."""
+    head = f.read(8)
+    length = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if not 1 < length <= min(size - 8, MAX_SAFETENSORS_HEADER):
+        return head
+    text = f.read(length)
+    try:
+        return head + json.dumps(json.loads(text), sort_keys=True).encode()
+    except (ValueError, RecursionError):
+        return head + text
+
+
 def open_regular(path: Path, mode: str = "rb"):
     """``path`` opened for reading when it is a regular file (links followed), else None; never blocks on a FIFO."""
     try:
@@ -46,9 +112,11 @@ def open_regular(path: Path, mode: str = "rb"):
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd).st_mode
+        if not stat.S_ISREG(found):
             os.close(fd)
-            say_once(str(path), f"{path} is not a regular file (a FIFO, device or link to one): ignored, rebuilt")
+            kind = "a folder" if stat.S_ISDIR(found) else special_kind(path) or "not a regular file"
+            say_once(str(path), f"{path} is {kind}, not a cache entry: ignored (remove it to keep the cache)")
             return None
         os.set_blocking(fd, True)
         return os.fdopen(fd, mode)
@@ -74,6 +142,16 @@ def read_small_file(path: Path, what: str, limit: int = MAX_RECORD_BYTES) -> str
     return data.decode("utf-8", errors="replace")
 
 
+def process_folder(name: str) -> Path:
+    """A temporary folder standing in for cache folder ``name`` while the cache cannot be written: one per
+    process (what is built there is found again by this process), removed when the process exits."""
+    if name not in _PROCESS_FOLDERS:
+        folder = Path(tempfile.mkdtemp(prefix=f"stdd-{name}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _PROCESS_FOLDERS[name] = folder
+    return _PROCESS_FOLDERS[name]
+
+
 def writable_folder(folder: Path, what: str) -> bool:
     """Whether ``folder`` exists (created) and takes files; if not, a :class:`CacheWarning` once and False."""
     try:
@@ -82,7 +160,8 @@ def writable_folder(folder: Path, what: str) -> bool:
             pass
         return True
     except OSError as e:
-        reason = e.strerror or type(e).__name__
+        in_the_way = isinstance(e, FileExistsError | NotADirectoryError)
+        reason = "a file is where a folder should be" if in_the_way else e.strerror or type(e).__name__
         say_once(
             str(folder),
             f"cannot write {what} in {folder} ({reason}): running without it (set STDD_CACHE_DIR to a writable folder)",

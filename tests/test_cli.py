@@ -134,7 +134,7 @@ def test_parsing_in_process(files, capsys):
     assert main(["classify", str(files["a"]), "--weights", "w", "--classes", "a", "--dtype", "int8"]) == 2
     assert "invalid choice: 'int8'" in capsys.readouterr().err
     missing = files["root"] / "absent.pt"
-    assert main(["build-classifier", "--weights", str(missing), "--classes", "a", "-o", "x"]) == 3
+    assert main(["build-classifier", "--weights", str(missing), "--classes", "a,b", "-o", "x"]) == 3
     assert capsys.readouterr().err == f"stdd: error: {missing}: no such checkpoint file\n"
     assert main(["classify", str(files["a"]), "--weights", str(missing), "--classes", "a", "--debug"]) == 3
     err = capsys.readouterr().err

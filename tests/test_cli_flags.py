@@ -17,7 +17,7 @@ from stdd_fast.cli.runner import UsageError
 # the flags each command owns (outputs, printing, its own job settings): not predictor / sampling / decode fields
 COMMON = {"help", "weights", "debug", "json", *options.CLASS_FLAGS}
 OWN = {
-    "classify": {"videos", "top_k", "output", "no_progress"},
+    "classify": {"videos", "top_k", "detected_only", "output", "resume", "overwrite", "no_progress"},
     "stream": {
         "sources",
         "top_k",
@@ -31,6 +31,33 @@ OWN = {
         "source_format",
         "watch_classifier",
         "watch_interval",
+        "events",
+        "sink",
+        "event_format",
+        "spool_dir",
+        "min_duration",
+        "merge_gap",
+        "on_level",
+        "off_level",
+        "smooth",
+        "cooldown",
+        "motion_gate",
+    },
+    "timeline": {
+        "videos",
+        "window",
+        "stride",
+        "output_dir",
+        "formats",
+        "overwrite",
+        "no_progress",
+        "min_duration",
+        "merge_gap",
+        "on_level",
+        "off_level",
+        "smooth",
+        "cooldown",
+        "motion_gate",
     },
     "batch": {
         "inputs",
@@ -64,8 +91,11 @@ OWN = {
         "exit_timeout",
         "allow_model_control",
     },
-    "build-classifier": {"reduce", "match", "output"},
-    "stdd-eval": {"csv", "prefix", "seed", "shuffle", "top_k", "output", "save_logits", "no_plot", "no_progress"},
+    "build-classifier": {"reduce", "match", "output", "example", "background", "background_prompt"},
+    "calibrate": {"background", "false_alarms", "positives", "aim", "recall", "window", "stride", "output", "plot"},
+    "stdd-eval": {"csv", "prefix", "seed", "shuffle", "top_k", "output", "save_logits", "no_plot", "no_progress"}
+    | {"timeline", "subset", "tiou", "event_tiou", "window", "stride"}
+    | {"min_duration", "merge_gap", "on_level", "off_level", "smooth", "cooldown", "motion_gate"},
     "stdd-bench": {
         "frames",
         "batch",
@@ -87,10 +117,13 @@ BASE = {
     "batch": ["batch", "v.mp4", "--output", "out", "--weights", "w"],
     "serve": ["serve", "--weights", "w"],
     "build-classifier": ["build-classifier", "--weights", "w", "-o", "c.safetensors"],
+    "calibrate": ["calibrate", "--weights", "w", "--background", "b.mp4", "-o", "c.safetensors"],
+    "timeline": ["timeline", "v.mp4", "--weights", "w"],
     "stdd-eval": ["--csv", "split.csv"],
     "stdd-bench": [],
 }
-FIXED = {"stream": {"sampling": {"num_views": 1}}}  # a stream window is one view
+ONE_VIEW = {"sampling": {"num_views": 1}}  # a window is one view
+FIXED = {"stream": ONE_VIEW, "calibrate": ONE_VIEW, "timeline": ONE_VIEW}
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
@@ -99,7 +132,10 @@ def _parsers() -> dict[str, argparse.ArgumentParser]:
 
     top = build_parser()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices
-    parsers = {name: sub[name] for name in ("classify", "stream", "batch", "serve", "build-classifier")}
+    parsers = {
+        name: sub[name]
+        for name in ("classify", "stream", "timeline", "batch", "serve", "build-classifier", "calibrate")
+    }
     return {**parsers, "stdd-eval": eval_parser(), "stdd-bench": bench_parser()}
 
 

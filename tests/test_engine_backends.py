@@ -52,8 +52,9 @@ def test_exported_backend_errors(setup, tmp_path):
 
     _, model, clf, _ = setup
     onnx_path = export_onnx(model, clf, tmp_path / "t.onnx", verify=False)
+    assert Engine(onnx_path, classes=CLASSES, backend="onnxruntime").classes == CLASSES  # its own names: accepted
     with pytest.raises(ConfigError, match="baked in"):
-        Engine(onnx_path, classes=CLASSES, backend="onnxruntime")
+        Engine(onnx_path, classes=CLASSES[::-1], backend="onnxruntime")
     with pytest.raises(ConfigError, match="re-export with --frames 4"):
         Engine(onnx_path, backend="onnxruntime", num_frames=4)
     other = build_classifier(model, ["a", "b"])

@@ -41,7 +41,7 @@ H100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": [9, 0]}
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
 def test_missing_tensorrt_is_one_clear_error(tmp_path):
     onnx_file = fake_onnx(tmp_path / "m.onnx", make_spec())
-    with pytest.raises(BackendUnavailableError, match=r"tensorrt is not importable here.*stdd-fast\[trt\]") as e:
+    with pytest.raises(BackendUnavailableError, match=r"tensorrt is not importable here.*\[trt\]") as e:
         build_engine(onnx_file, tmp_path / "m.plan")
     assert "\n" not in str(e.value)
 

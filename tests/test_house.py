@@ -131,7 +131,20 @@ def test_no_import_cycles():
 
 # -- the folders: each a room, no circle between rooms, the predictor layer below what uses it ----------------
 
-PACKAGES = ("askg", "batch", "bench", "cli", "graphs", "predict", "serve", "stca", "stream", "video")
+PACKAGES = (
+    "askg",
+    "batch",
+    "bench",
+    "cli",
+    "delivery",
+    "graphs",
+    "predict",
+    "serve",
+    "stca",
+    "stream",
+    "timeline",
+    "video",
+)
 ABOVE_PREDICT = ("stdd_fast.export", "stdd_fast.cli", "stdd_fast.serve", "stdd_fast.batch", "stdd_fast.stream")
 
 

@@ -44,6 +44,21 @@ def test_the_streaming_example_runs_and_prints_errors_without_crashing(scratch):
     assert "'windows'" in out and "end of source" in out
 
 
+def test_the_timeline_example_runs(scratch):
+    """Timelines and events: the one-command example (after its classifier) from a fresh clone's demo files."""
+    block = next(b for b in _blocks("bash") if "stdd timeline" in b)
+    commands = [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+    bin_dir = Path(sys.executable).parent
+    for command in commands:
+        argv = [a.strip('"') for a in command.split()]
+        argv[0] = str(bin_dir / Path(argv[0]).name)
+        proc = subprocess.run(argv, cwd=scratch, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{command}: {proc.stderr[-2000:]}"
+    written = sorted(p.name for p in (scratch / "demo" / "timeline").iterdir())
+    print(written)
+    assert written == [f"demo.{s}" for s in ("png", "segments.csv", "segments.jsonl", "srt", "vtt", "windows.jsonl")]
+
+
 def test_following_the_readme_writes_only_under_demo(scratch):
     assert sorted(p.name for p in scratch.iterdir()) == ["demo"]
 
@@ -59,3 +74,23 @@ def test_the_command_line_examples_run(scratch):
         proc = subprocess.run(argv, cwd=scratch, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{command}: {proc.stderr[-2000:]}"
     assert (scratch / "demo" / "results.csv").read_text().startswith("video,labels,scores,probabilities")
+
+
+def test_the_onnx_example_runs_alone(scratch):
+    """The ONNX export and the Python example after it, run with nothing before it (it imports what it uses)."""
+    bin_dir = Path(sys.executable).parent
+    if not (scratch / "demo" / "classes.safetensors").exists():  # what the command-line examples write
+        build = next(b for b in _blocks("bash") if "stdd build-classifier" in b and "stdd info" in b)
+        command = next(c for c in build.replace("\\\n", " ").splitlines() if "stdd build-classifier" in c)
+        argv = [a.strip('"') for a in command.split()]
+        subprocess.run([str(bin_dir / Path(argv[0]).name), *argv[1:]], cwd=scratch, check=True, timeout=300)
+    block = next(b for b in _blocks("bash") if "stdd-export --onnx" in b)
+    for command in block.replace("\\\n", " ").splitlines():
+        if "-o demo/tiny.onnx" in command or "stdd classify" in command:  # the export and its use
+            argv = command.split("#", 1)[0].split()
+            proc = subprocess.run([str(bin_dir / Path(argv[0]).name), *argv[1:]], cwd=scratch, capture_output=True,
+                                  text=True, timeout=300)  # fmt: skip
+            assert proc.returncode == 0, f"{command}: {proc.stderr[-2000:]}"
+    example = next(b for b in _blocks("python") if "OnnxRuntimeRunner(" in b)
+    out = _run(example, scratch)
+    assert "['juggling', 'surfing', 'knitting']" in out

@@ -2,8 +2,9 @@
 
 Non-finite weights or scores, an almost-matching checkpoint, label files of the wrong shape, a
 classifier from another text tower, unsafe class names, renumbered class lists, the caller's RNG,
-and timestamps that run backwards: each is a typed error (or a counted, documented drop), never a
-normal-looking result.
+timestamps that run backwards, list files with commas and spaces in paths, a live classifier swap
+to a bad file, a resumed batch job whose weights or classifier changed, files planted in a batch
+folder: each is a typed error (or a counted, documented drop), never a normal-looking result.
 """
 
 import json
@@ -238,3 +239,154 @@ def test_json_lines_never_hold_nan(tmp_path, clip):
 
     row = json.loads(proc.stdout, parse_constant=no_constants)
     assert row["error"]["type"] == "NonFiniteError" and row["scores"] == [] and not math.isnan(row["timings"]["total"])
+
+
+# -- list files: a path with commas or spaces is one path ---------------------------------------------------------
+
+
+def test_list_files_keep_paths_with_commas_and_spaces_whole(tmp_path):
+    from stdd_fast.cli.inputs import expand_inputs
+    from stdd_fast.errors import ConfigError
+
+    for name in ("a,b.mp4", "clip 12.mp4", "plain.mp4", "v 3.mp4"):
+        (tmp_path / name).touch()
+    (tmp_path / "list.csv").write_text('"a,b.mp4",0\nclip 12.mp4,1\n# a comment\nplain.mp4\nUCF/x.avi 7\n')
+    (tmp_path / "list.txt").write_text("a,b.mp4\nclip 12.mp4\n\nplain.mp4 3\nv 3.mp4\n")
+    names = lambda paths: [str(p).removeprefix(f"{tmp_path}/") for p in paths]
+    assert names(expand_inputs([str(tmp_path / "list.csv")])) == ["a,b.mp4", "clip 12.mp4", "plain.mp4", "UCF/x.avi"]
+    assert names(expand_inputs([str(tmp_path / "list.txt")])) == ["a,b.mp4", "clip 12.mp4", "plain.mp4", "v 3.mp4"]
+    (tmp_path / "bad.csv").write_text("plain.mp4,0\na,b.mp4,0\n")  # unquoted: which comma ends the path?
+    with pytest.raises(ConfigError, match=r"bad.csv, line 2: 'a,b.mp4,0' splits at a comma into 'a' and 'b.mp4'"):
+        expand_inputs([str(tmp_path / "bad.csv")])
+
+
+# -- a live classifier swap never leaves a stream without labels --------------------------------------------------
+
+
+def test_the_watched_classifier_keeps_its_classes_when_the_file_turns_bad(tmp_path):
+    """0 classes, garbage, a deleted file, a FIFO, a link to /dev/zero: each is refused with its reason (once) and
+    the engine keeps scoring with the previous classes; never an engine without labels."""
+    import os
+
+    from stdd_fast.classifier_watch import ClassifierWatcher
+
+    model = randomize_(create_model("test-tiny"), seed=4)
+    clf = build_classifier(model, CLASSES)
+    path = clf.save(tmp_path / "live.safetensors")
+    engine = Engine(model, classifier=path, num_views=1)
+    said = []
+    watcher = ClassifierWatcher(engine, path, interval=0.02, report=said.append)
+    empty = Classifier(clf.weights[:0], [], text_tower=clf.text_tower)
+
+    def turn(make, words):
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        make()
+        watcher.check()  # a change is acted on once it has held still
+        assert watcher.check() == "refused" and engine.classes == CLASSES, said[-1:]
+        assert words in said[-1] and "still scoring with the previous classes" in said[-1]
+        print(f"[measured] {said[-1]}")
+
+    turn(lambda: empty.save(path), "the classifier has 0 classes")
+    turn(lambda: path.write_bytes(b"garbage" * 100), "not a readable classifier file")
+    turn(lambda: None, "no such classifier file")
+    turn(lambda: os.mkfifo(path), "is a FIFO, not a classifier file")
+    turn(lambda: path.symlink_to("/dev/zero"), "is a device, not a classifier file")
+    windows = list(engine.stream(iter([(frame_pattern(i, 48, 64), i / 30) for i in range(40)]), window=20, stride=20))
+    assert windows and all(w.ok and w.labels for w in windows)
+    from stdd_fast.errors import ClassifierError, ConfigError
+
+    with pytest.raises(ClassifierError, match="0 classes"):
+        engine.set_classifier(empty)
+    with pytest.raises(ConfigError, match=r"set_classifier\(None\): an Engine that classifies needs a classifier"):
+        engine.set_classifier(None)
+    assert engine.classes == CLASSES
+
+
+def test_a_stream_whose_predictor_lost_its_classifier_says_so_per_window():
+    """Taken away below the Engine (``predictor.set_classifier(None)``): each window carries a ClassifierError."""
+    from stdd_fast.errors import ClassifierError
+
+    engine = Engine(randomize_(create_model("test-tiny"), seed=4), classes=CLASSES, num_views=1)
+    run = engine.stream(iter([(frame_pattern(i, 48, 64), i / 30) for i in range(60)]), window=20, stride=20)
+    got = []
+    for w in run:
+        got.append(w)
+        engine.predictor.set_classifier(None)
+    assert got[0].ok and all(isinstance(w.error, ClassifierError) for w in got[1:]) and len(got) == 3
+    assert "no classifier to score it with" in str(got[1].error)
+
+
+def test_timestamps_that_only_run_backwards_end_the_stream_with_the_reason():
+    """Was an internal KeyError in the stream worker: the frame rate estimated across a clock reset came out
+    negative. Now the frames of the old clock are dropped at a reset, and the stream ends saying why."""
+    engine = Engine(randomize_(create_model("test-tiny"), seed=4), classes=CLASSES, num_views=1)
+    for options in ({}, {"fps": 30}, {"window": 20, "stride": 10}):
+        frames = ((frame_pattern(i % 256, 48, 64), (1000 - i) / 30) for i in range(400))
+        (result,) = list(engine.stream(frames, **options))
+        print(f"[measured] {options}: {result.error}")
+        assert result.index == -1 and "its timestamps do not increase" in str(result.error), result.error
+        assert "internal error" not in str(result.error)
+
+
+# -- stdd batch: a resumed job is the same job; its folder holds only its rows ----------------------------------
+
+
+def test_a_resumed_job_with_changed_weights_or_classifier_is_refused(tmp_path):
+    """Same paths, new contents: the job file's fingerprints (sha256) differ and the resume is refused, naming
+    which file changed (before, the rows of two models were mixed in one table without a word)."""
+    from stdd_fast.batch import BatchConfig
+    from stdd_fast.batch.output import OutputFolder
+    from stdd_fast.errors import ConfigError
+
+    model = randomize_(create_model("test-tiny"), seed=4)
+    weights = save_checkpoint(model, tmp_path / "w.safetensors")
+    clf = build_classifier(model, CLASSES).save(tmp_path / "clf.safetensors")
+    job = lambda: BatchConfig(weights, classifier=clf).result_settings()
+    folder = OutputFolder(tmp_path / "out")
+    folder.prepare(job(), resume=False)
+    folder.record(job())
+    folder.prepare(job(), resume=True)  # the same job: resumed
+    save_checkpoint(randomize_(create_model("test-tiny"), seed=5), weights)  # retrained, same path
+    with pytest.raises(ConfigError, match=r"the contents of the weights file changed \(sha256 \w+ there, \w+ now"):
+        folder.prepare(job(), resume=True)
+    save_checkpoint(model, weights)
+    folder.prepare(job(), resume=True)
+    build_classifier(model, ["run", "jump", "dance"]).save(clf)  # rebuilt, same path
+    with pytest.raises(ConfigError, match=r"the contents of the classifier file changed .* rows would mix"):
+        folder.prepare(job(), resume=True)
+    other = BatchConfig(weights, classifier=clf, num_frames=4).result_settings()
+    with pytest.raises(ConfigError, match="num_frames: 8 there, 4 now"):
+        folder.prepare(other, resume=True)
+
+
+def test_files_planted_in_a_batch_folder_are_named_never_read_as_rows(tmp_path):
+    """A file stdd batch did not write: refused before a job (named), and one planted while a job ran is left in
+    place, never read as rows, and named in the summary; the documented read then works once it is moved out."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stdd_fast.batch.output import OutputFolder
+    from stdd_fast.batch.rows import failed_row, result_schema
+    from stdd_fast.errors import ConfigError
+
+    out = tmp_path / "out"
+    run = out / "run-20260101T000000000000Z-1"
+    run.mkdir(parents=True)
+    row = failed_row("/v/a", "VideoError", "/v/a: broken", None, (0.0, 0.0, 0.0))
+    pq.write_table(pa.Table.from_pylist([row], schema=result_schema()), run / "ok.parquet")
+    pq.write_table(pa.table({"path": ["/v/evil"], "error_type": [None]}), run / "evil.parquet")  # no "error" column
+    (out / "notes.txt").write_text("mine")
+    folder = OutputFolder(out)
+    with pytest.raises(ConfigError, match=r"holds files stdd batch did not write \(.*notes.txt: not a results folder"):
+        folder.prepare({}, resume=True)
+    (out / "notes.txt").unlink()
+    scan = folder.consolidate()  # evil.parquet was planted while a job ran
+    assert [p for p in scan.kept] == ["/v/a"] and len(scan.foreign) == 1 and "evil.parquet" in scan.foreign[0]
+    assert (run / "evil.parquet").exists()  # not ours: left where it is (its run folder otherwise gone)
+    assert [f.name for f in run.iterdir()] == ["evil.parquet"]
+    assert "evil.parquet: its columns (path, error_type) are not the results'" in folder.foreign()[0]
+    (run / "evil.parquet").unlink()
+    run.rmdir()
+    table = pq.read_table(out)  # the documented read: every row once, the results' columns
+    assert table.column("path").to_pylist() == ["/v/a"] and table.schema.names == result_schema().names

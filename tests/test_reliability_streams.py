@@ -178,3 +178,56 @@ def test_train_refuses_a_folder_that_holds_a_run_unless_told(tmp_path):
     log = (tmp_path / "run" / "train_log.jsonl").read_text()
     again = finetune(recipe, overwrite=True)
     assert again.history and (tmp_path / "run" / "train_log.jsonl").read_text().count("\n") == log.count("\n")
+
+
+# -- stdd stream --watch-classifier: a file that turns bad never hangs it, Ctrl-C stops it at once -----------------
+
+
+def test_a_watched_classifier_turning_bad_never_hangs_and_ctrl_c_stops_at_once(tmp_path):
+    """The watched file turns garbage, is deleted, becomes a FIFO: each refused once with its reason while the
+    windows keep their classes; then Ctrl-C ends the command within about a second (it took 30 s), exit 130."""
+    from stdd_fast import build_classifier
+
+    model = randomize_(create_model("test-tiny"), seed=2)
+    ckpt = save_checkpoint(model, tmp_path / "tiny.safetensors")
+    live = build_classifier(model, CLASSES).save(tmp_path / "live.safetensors")
+    clip = write_clip(tmp_path / "long.mp4", 900)  # 30 s played live: longer than the test
+    cmd = [sys.executable, "-m", "stdd_fast.cli", "stream", str(clip), "--weights", str(ckpt), "--classifier",
+           str(live), "--watch-classifier", "--watch-interval", "0.1", "--realtime", "--window", "16",
+           "--stride", "16"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def refused(words: str) -> None:
+        deadline = time.monotonic() + 20
+        while not any(words in line for line in errors) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(words in line for line in errors), errors
+
+    try:
+        first = proc.stdout.readline()  # the first window: the watcher runs
+        assert first.strip(), errors
+        staged = tmp_path / "staged"
+        staged.write_bytes(b"garbage")
+        os.replace(staged, live)
+        refused("not a readable classifier file")
+        live.unlink()
+        refused("no such classifier file")
+        os.mkfifo(live)
+        refused("is a FIFO, not a classifier file")
+        line = proc.stdout.readline()  # windows go on, with the classes they had
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.wait(timeout=60)
+        stopped = time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.wait()
+    reader.join(timeout=5)
+    said = [e.strip() for e in errors if "error" in e]
+    print(f"[measured] Ctrl-C to exit: {stopped:.2f} s; said: {said}")
+    assert any(c in line for c in CLASSES), line
+    assert proc.returncode == 130 and stopped < 3, errors
+    assert sum("still scoring with the previous classes" in e for e in errors) == 3  # each reported once

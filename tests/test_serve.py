@@ -323,6 +323,7 @@ def test_health_metadata_and_metrics(served, files):
         "TOP_K": ("INT32", [-1, 1]),
         "LABELS": ("BYTES", [-1, -1]),
         "SCORES": ("FP32", [-1, -1]),
+        "DETECTED": ("BYTES", [-1, 1]),  # JSON per video: the classes it shows (null without decisions)
     }
     before = _metrics(served)
     data = files["clips"]["written.mp4"].read_bytes()
@@ -511,6 +512,61 @@ def test_serve_with_a_model_that_cannot_load_exits_with_its_reason(files):
     assert "model 'stdd' failed to load" in result.stderr and str(broken) in result.stderr
     log = Path(result.stderr.rsplit("(log: ", 1)[1].split(")")[0])  # kept for the user to read; not here
     shutil.rmtree(log.parents[1], ignore_errors=True)
+
+
+def _stub_peaks(served: Served) -> dict[int, int]:
+    """pid -> peak resident memory (VmHWM, kB) of the Python-backend stubs under tritonserver."""
+    peaks = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"triton_python_backend_stub" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        peaks[int(entry)] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+    return peaks
+
+
+def _raw_infer(url: str, header: dict, data: bytes) -> tuple[int, str]:
+    """POST an inference with Triton's binary extension: the JSON header, then ``data`` as given."""
+    body = json.dumps(header).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(body))}
+    return _post(f"http://{url}/v2/models/stdd/infer", body + data, headers=headers)
+
+
+def test_hostile_requests_get_a_typed_400_with_bounded_memory(served, files, tmp_path):
+    """A 789 kB file of 8192x8192 frames is refused from its header (it cost +3 GB in the server before); raw
+    bytes that are not BYTES elements, elements that do not fill the declared shape, bytes that are no video: a
+    400 naming the problem, never a 500 with Python internals. The server goes on serving."""
+    from test_reliability_resources import huge_video
+
+    huge = huge_video(tmp_path / "huge.mp4").read_bytes()
+    before = _stub_peaks(served)
+    with pytest.raises(InferenceServerException, match=r"VIDEO\[0\] is a 8192x8192 video: decoding it needs about"):
+        _http_infer(served.http, huge)
+    growth = max(_stub_peaks(served)[pid] - kb for pid, kb in before.items()) / 1024
+    print(f"[measured] {len(huge) / 1e3:.0f} kB file claiming 8192x8192: stub peak RSS growth {growth:.0f} MiB")
+    assert growth < 192
+
+    video = files["clips"]["written.mp4"].read_bytes()
+    element = len(video).to_bytes(4, "little") + video
+
+    def declared(shape: list[int], size: int) -> dict:
+        parameters = {"binary_data_size": size}
+        return {"inputs": [{"name": "VIDEO", "shape": shape, "datatype": "BYTES", "parameters": parameters}]}
+
+    for case, (header, data), words in (  # this tritonserver checks these itself; the model would too (_as_numpy)
+        ("raw bytes", (declared([1, 1], len(video)), video), "incomplete string data for inference input 'VIDEO'"),
+        ("short of the shape", (declared([2, 1], len(element)), element), "expected 2 string elements"),
+        ("more than the shape", (declared([1, 1], 2 * len(element)), element * 2), "unexpected number of string"),
+        ("not a video", (declared([1, 1], 7), (3).to_bytes(4, "little") + b"abc"), "VIDEO[0]: not a video file"),
+    ):
+        status, text = _raw_infer(served.http, header, data)
+        print(f"[measured] {case}: HTTP {status}: {text[:200]}")
+        internals = ("Traceback", "unpack_from", "cannot reshape")
+        assert status == 400 and words in text and not any(w in text for w in internals), (case, status, text)
+    assert _answer(_http_infer(served.http, video))[0]  # still serving
 
 
 def test_sigterm_stops_the_server_gracefully(served):

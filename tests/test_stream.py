@@ -317,7 +317,7 @@ def test_cli_stream(model, clip, tmp_path):
     assert stdout.splitlines()[0].startswith(f"{path} [")  # two sources: lines name theirs
     backend, *err = stderr.splitlines()
     assert backend == "stdd: backend: STDD_BACKEND=torch"  # conftest pins the torch path; the line says so
-    assert err[0].startswith(f"stdd: error: {tmp_path / 'absent.mp4'}: cannot open")
+    assert err[0].startswith(f"stdd: error: {tmp_path / 'absent.mp4'}: no such file")  # at once, not reopened
     assert err[-1] == "stdd: 1 of 2 streams ended with an error" and "Traceback" not in stderr
     (stdout, stderr), rc = out["usage"]
     assert rc == 2 and stderr.strip() == (

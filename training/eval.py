@@ -7,6 +7,11 @@ Example (UCF101, 3 splits, xprompt classifier built from the model's text tower)
         --classes-file zs_label_db/ucf101-index2cls.json --xprompt label_db/classes_xprompt_ucf101.yml \\
         --views 3 --output eval_ucf101
 
+Timelines of untrimmed videos against temporal annotations (mAP at tIoU 0.3..0.7, event P/R/F1)::
+
+    python -m stdd_fast.training.eval --weights swa_2_22.safetensors --timeline thumos14_test.csv \\
+        --prefix /data/thumos14/videos --output eval_timeline
+
 Under ``torchrun --nproc-per-node N -m stdd_fast.training.eval ...`` the videos are sharded and
 the result is the single-process one.
 """
@@ -24,6 +29,9 @@ from stdd_fast.choices import SHUFFLE_MODES
 from stdd_fast.cli import options
 from stdd_fast.cli.runner import Parser
 from stdd_fast.cli.runner import run as run_command
+from stdd_fast.cli.timeline import add_segmenting, gate_options, segment_config
+from stdd_fast.settings import Settings
+from stdd_fast.training.temporal_eval import TIOU_THRESHOLDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zero-shot evaluation of an STDD model on official split lists (top-1/top-5, per class, "
         "mean ± std over splits, JSON report, confusion-matrix PNG).",
     )
-    p.add_argument("--csv", nargs="+", required=True, help="split list(s): rows 'relative/path,label'")
-    p.add_argument("--prefix", default="", help="directory the CSV paths are relative to")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--csv", nargs="+", help="split list(s): rows 'relative/path,label'")
+    what.add_argument(
+        "--timeline",
+        metavar="ANNOTATIONS",
+        help="temporal localisation instead: timelines of the annotated videos against ActivityNet JSON, a "
+        "video_id,start,end,label CSV or a folder of THUMOS14 <Class>_<subset>.txt files (mAP, event P/R/F1)",
+    )
+    p.add_argument("--prefix", default="", help="directory the CSV paths (or the annotated video ids) are relative to")
     options.add_weights(p, required=False)
     p.add_argument("--seed", type=int, default=0, help="init seed when no --weights is given (with --arch)")
     g = p.add_argument_group("classes")
@@ -49,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_decode(p)
     s = p.add_argument_group("protocol")
     s.add_argument("--shuffle", choices=SHUFFLE_MODES, default="none", help="STCA eval schedule (default none)")
+    t = p.add_argument_group("timeline (with --timeline; classes default to the annotation labels)")
+    t.add_argument("--subset", default=None, help="only the videos of this subset (e.g. validation, test)")
+    t.add_argument(
+        "--tiou",
+        type=float,
+        nargs="+",
+        default=list(TIOU_THRESHOLDS),
+        help="mAP tIoU thresholds (default 0.3 0.4 0.5 0.6 0.7)",
+    )
+    t.add_argument("--event-tiou", type=float, default=0.5, help="tIoU of an event hit for P/R/F1 (default 0.5)")
+    t.add_argument("--window", default=None, help="window span: frames or seconds (3.7s); default: the model's")
+    t.add_argument("--stride", default="16", help="step between windows: frames or seconds (0.5s); default 16")
+    add_segmenting(p)
     o = p.add_argument_group("output")
     o.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
     o.add_argument("--output", default="eval_out", help="directory for report.json and the PNGs")
@@ -67,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.weights is None and args.arch is None:
         raise ConfigError("pass --weights CKPT (or --arch NAME for a random-init smoke run)")
-    if args.classes_file is None and args.classifier is None:
+    if args.timeline is None and args.classes_file is None and args.classifier is None:
         raise ConfigError("pass --classes-file index2cls.json (or --classifier ART)")
     if args.batch_clips is None:  # one video's views a forward, as the released evaluation
         args.batch_clips = args.views
@@ -84,6 +112,8 @@ def run(args: argparse.Namespace) -> dict:
             from stdd_fast.factory import create_model
 
             model = create_model(args.arch, stca=STCAConfig(shuffle=args.shuffle), device=env.device, seed=args.seed)
+        if args.timeline is not None:
+            return _timeline(args, model, chosen, env)
         return evaluate_splits(
             model,
             args.csv,
@@ -106,15 +136,55 @@ def run(args: argparse.Namespace) -> dict:
         dist.shutdown(env)
 
 
+def _timeline(args: argparse.Namespace, model, chosen: Settings, env) -> dict:
+    """``--timeline``: the annotated videos' timelines scored against the annotations (one process)."""
+    import torch
+
+    from stdd_fast.classifier import build_classifier
+    from stdd_fast.engine import Engine
+    from stdd_fast.errors import ConfigError
+    from stdd_fast.prompts import read_class_names
+    from stdd_fast.training.evaluate import load_split_classifier
+    from stdd_fast.training.temporal_eval import evaluate_timelines, read_annotations
+
+    if env.world_size > 1:
+        raise ConfigError("--timeline runs in one process; start it without torchrun")
+    annotations = read_annotations(args.timeline, subset=args.subset)
+    classes_file = args.classes_file[0] if args.classes_file else None
+    if args.classifier is not None:
+        clf = load_split_classifier(model, classes_file, args.classifier)
+    else:  # the class list's names or the annotation labels; background prompts decide when a class is on
+        names = read_class_names(classes_file) if classes_file else annotations.labels
+        with torch.no_grad():
+            clf = build_classifier(model, names, xprompt=args.xprompt, askg=args.askg, background=True)
+    predictor = dataclasses.replace(chosen.predictor, device=str(env.device), arch=None, trust_pickle=False)
+    sampling = dataclasses.replace(chosen.sampling, num_views=1)  # a window is one view
+    engine = Engine(model, classifier=clf, predictor=predictor, sampling=sampling, decode=chosen.decode)
+    span = {name: int(v) if v.strip().isdigit() else v for name in ("window", "stride") if (v := getattr(args, name))}
+    return evaluate_timelines(
+        engine, annotations, args.prefix, args.tiou, args.event_tiou, args.output,
+        progress=False if args.no_progress else None, segments=segment_config(args), **span, **gate_options(args),
+    )  # fmt: skip
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    # one process speaks for the run under torchrun
+    # one process speaks for the run under torchrun; only stdd_fast's own progress at INFO: the libraries' INFO
+    # (onnxscript and onnx_ir log hundreds of lines per encoder-graph export) is nothing a user can act on
     level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stdd_fast").setLevel(level)
     report = run(args)
+    if args.timeline is not None:
+        from stdd_fast.training.temporal_eval import format_table
+
+        print(format_table(report))
+        print(f"{report['evaluated']}/{report['videos']} videos evaluated, {report['skipped']} skipped")
+        print(f"report: {report.get('report_json')}")
+        return 0
     if os.environ.get("RANK", "0") == "0":
         k = f"top{args.top_k}"
         for s in report["splits"]:

@@ -120,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=24)
     args = p.parse_args(argv)
     ds = write_synthetic_dataset(args.root, args.classes, args.per_class, args.frames)
-    print(f"wrote {len(ds.rows)} videos: --csv {ds.csv} --prefix {ds.prefix} --classes {ds.classes}")
+    print(
+        f"wrote {len(ds.rows)} videos; stdd-eval: --csv {ds.csv} --prefix {ds.prefix} --classes-file {ds.classes}; "
+        f"stdd-train: train_csv={ds.csv} prefix={ds.prefix} classes={ds.classes}"
+    )
     return 0
 
 

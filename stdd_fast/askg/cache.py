@@ -1,7 +1,7 @@
 """Validated answers on disk, so a rerun or a longer class list asks the endpoint only for what is new.
 
-An entry is keyed by (model, prompt version, stage, class) and, for stage 2, the stage 1 record it
-was asked about (edited triples are asked again). Each is one small JSON file written atomically;
+An entry is keyed by (endpoint, model, prompt version, stage, class) and, for stage 2, the stage 1
+record it was asked about (edited triples are asked again). Each is one small JSON file written atomically;
 an entry that does not read back as a valid record is a miss (asked again), never an error. Only
 validated records are stored: a failure is never cached. A cache that cannot be written raises
 :class:`~stdd_fast.errors.OutputError`; the generator reports it once and goes on without it.
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stdd_fast.errors import OutputError
-from stdd_fast.user_cache import cache_root
+from stdd_fast.user_cache import cache_root, read_small_file
 
 MAX_ENTRY_BYTES = 2**20
 
@@ -40,8 +40,17 @@ class AnswerCache:
         return f"AnswerCache({str(self.folder)!r})"
 
     @staticmethod
-    def key(model: str, prompt_version: str, stage: str, label: str, askg: Mapping | None = None) -> str:
-        parts = {"model": model, "prompt_version": prompt_version, "stage": stage, "class": label, "askg": askg}
+    def key(endpoint: str, model: str, prompt_version: str, stage: str, label: str, askg: Mapping | None = None) -> str:
+        """The entry of one answer: keyed by the endpoint too, since one model name at two servers (another
+        quantisation, another build, another model behind the name) answers differently."""
+        parts = {
+            "endpoint": endpoint,
+            "model": model,
+            "prompt_version": prompt_version,
+            "stage": stage,
+            "class": label,
+            "askg": askg,
+        }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
@@ -49,12 +58,10 @@ class AnswerCache:
 
     def get(self, key: str) -> object | None:
         """The stored record, or None (absent, unreadable, too big, or written under another key)."""
-        path = self._path(key)
+        text = read_small_file(self._path(key), "an answer-cache entry", MAX_ENTRY_BYTES)  # a FIFO reads as absent
         try:
-            if path.stat().st_size > MAX_ENTRY_BYTES:
-                return None
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
+            entry = json.loads(text) if text is not None else None
+        except (ValueError, RecursionError):
             return None
         if not isinstance(entry, dict) or entry.get("key") != key:
             return None

@@ -85,6 +85,24 @@ class AskgRun:
         return not self.failed
 
 
+def _key(client: Chat, stage: str, name: str, askg: Mapping | None = None) -> str:
+    return AnswerCache.key(client.endpoint, client.model, PROMPT_VERSION, stage, name, askg)
+
+
+def _check(stage: str, name: str, askg: Mapping | None = None) -> Callable[[object], dict]:
+    """The validation of a ``stage`` answer for class ``name`` (stage 2: about its stage 1 record ``askg``)."""
+    return (lambda data: check_askg(data, name)) if stage == "askg" else (lambda data: check_xprompt(data, name, askg))
+
+
+def _from_cache(cache: AnswerCache | None, client: Chat, stage: str, name: str, askg: Mapping | None = None):
+    """The cached record of ``stage`` for ``name`` that still validates (None: absent, or of an older schema)."""
+    hit = cache.get(_key(client, stage, name, askg)) if cache is not None else None
+    try:
+        return None if hit is None else _check(stage, name, askg)(hit)
+    except AnswerError:
+        return None
+
+
 class _Asker:
     """One class's record from the cache or the endpoint; runs on the worker threads."""
 
@@ -106,18 +124,11 @@ class _Asker:
 
     def record(self, name: str, stage: str, askg: Mapping | None = None) -> tuple[dict, bool]:
         """(validated record of ``stage`` for class ``name``, whether it came from the cache)."""
-        check: Callable[[object], dict]
-        if stage == "askg":
-            check, messages = (lambda data: check_askg(data, name)), stage1_messages(name)
-        else:
-            check, messages = (lambda data: check_xprompt(data, name, askg)), stage2_messages(name, askg)
-        key = AnswerCache.key(self.client.model, PROMPT_VERSION, stage, name, askg)
-        hit = self.cache.get(key) if self.cache is not None else None
+        check = _check(stage, name, askg)
+        messages = stage1_messages(name) if stage == "askg" else stage2_messages(name, askg)
+        hit = _from_cache(self.cache, self.client, stage, name, askg)
         if hit is not None:
-            try:
-                return check(hit), True
-            except AnswerError:
-                pass  # an entry of an older schema: ask again
+            return hit, True
         problem, asking = "", messages
         for _ in range(self.answer_retries + 1):
             if self.stop.is_set():
@@ -138,7 +149,7 @@ class _Asker:
                 raise
             if self.cache is not None:
                 try:
-                    self.cache.put(key, record)
+                    self.cache.put(_key(self.client, stage, name, askg), record)
                 except OutputError as e:
                     self._note(f"{e} (going on without it)")
             return record, False
@@ -206,6 +217,64 @@ def _each_on_threads(work: Callable[[str], tuple], names: list[str], concurrency
                 break
             except queue.Empty:
                 continue
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """What :func:`generate_askg` would do for one class: ``how`` it gets the record ("kept" from the output file,
+    "cached", or "asked"), and for "asked" the first request: its ``stage`` and the JSON ``body`` POSTed to
+    ``<endpoint>/chat/completions``."""
+
+    label: str
+    how: str
+    stage: str | None = None
+    body: dict | None = None
+
+
+def _body(model: str, stage: str, messages: list[dict]) -> dict:
+    """The chat-completions request body of one stage (as :meth:`ChatClient.complete` sends it)."""
+    return {"model": model, "messages": messages, "temperature": TEMPERATURE[stage], "max_tokens": MAX_TOKENS}
+
+
+def plan_requests(
+    classes: Sequence[str],
+    client: Chat,
+    output_path: str | Path | None = None,
+    *,
+    xprompt: bool = False,
+    cache_dir: str | Path | object | None = CACHE_ROOT,
+) -> list[PlannedRequest]:
+    """What :func:`generate_askg` with the same arguments would send, without sending anything (``--dry-run``).
+
+    Per class, in order: nothing when the earlier output file or the answer cache holds its record, else the
+    first request it needs. That is stage 1's, or with ``xprompt`` and stage 1 known, stage 2's; stage 2 of a
+    class asked now is built from its stage 1 answer, so it follows that answer and is not shown.
+    """
+    names = check_class_names(list(classes), "classes") if not isinstance(classes, str) else None
+    if not names:
+        raise ConfigError(f"classes={classes!r}: give a non-empty list of class names")
+    path = Path(output_path) if output_path is not None else None
+    earlier, _ = output.previous(path, client.model, PROMPT_VERSION) if path is not None else ({}, "")
+    cache_dir = default_cache_dir() if cache_dir is CACHE_ROOT else cache_dir
+    cache = AnswerCache(cache_dir) if cache_dir is not None else None
+
+    plan = []
+    for name in names:
+        askg, clauses, _ = _kept(earlier.get(name), name, xprompt)
+        how = "kept"
+        if askg is None:
+            askg, how = _from_cache(cache, client, "askg", name), "cached"
+        if askg is None:
+            plan.append(PlannedRequest(name, "asked", "askg", _body(client.model, "askg", stage1_messages(name))))
+        elif xprompt and clauses is None:  # stage 1 known: stage 2's request is known too
+            if _from_cache(cache, client, "xprompt", name, askg) is None:
+                body = _body(client.model, "xprompt", stage2_messages(name, askg))
+                plan.append(PlannedRequest(name, "asked", "xprompt", body))
+            else:
+                plan.append(PlannedRequest(name, "cached"))
+        else:
+            plan.append(PlannedRequest(name, how))
+    return plan
 
 
 def _progress(total: int, progress: bool | None, model: str):

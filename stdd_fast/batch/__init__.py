@@ -3,7 +3,7 @@
 :func:`classify_corpus` runs the job (resume, exactly one row per video, a summary);
 :func:`corpus_dataset` returns the Ray ``Dataset`` of result rows for pipelines of your own;
 :class:`BatchConfig` says what is computed and with which resources. Ray and pyarrow are imported
-when a job starts (``pip install 'stdd-fast[ray]'``), never by ``import stdd_fast``.
+when a job starts (the ``ray`` extra: ``pip install -e '.[ray]'`` in the checkout), never by ``import stdd_fast``.
 """
 
 from stdd_fast.batch.config import BatchConfig

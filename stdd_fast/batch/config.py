@@ -6,6 +6,8 @@ Torch-free: the command line builds and checks it before anything heavy is impor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from stdd_fast.checks import check_int, check_number
 from stdd_fast.errors import ConfigError
 from stdd_fast.predict.config import RESOLVED_WHERE_BUILT, ClassSource, PredictorConfig
 from stdd_fast.settings import settings
+from stdd_fast.user_cache import file_sha256
 from stdd_fast.video.config import DecodeConfig, SamplingConfig
 
 # Decoding runs in Ray's CPU tasks, with PyAV ("auto" resolves to it there); DALI's NVDEC path
@@ -34,6 +37,17 @@ def _absolute_source(source: ClassSource) -> ClassSource:
         if isinstance(value := getattr(source, name), str | Path)
     }
     return dataclasses.replace(source, **paths) if paths else source
+
+
+def _fingerprint(source: object) -> str | None:
+    """sha256 of a class source: a file's bytes, or an in-memory classifier's class names and weights."""
+    if source is None:
+        return None
+    if isinstance(source, str | Path):
+        return file_sha256(source)
+    digest = hashlib.sha256(json.dumps(list(source.classes)).encode())
+    digest.update(source.weights.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, init=False)
@@ -129,17 +143,27 @@ class BatchConfig:
         return Path(self.weights).suffix in (".onnx", ".plan")
 
     def result_settings(self) -> dict:
-        """What decides the rows' values: a resumed job must use the same, or its rows would mix two jobs."""
+        """What decides the rows' values: a resumed job must use the same, or its rows would mix two jobs.
+
+        Files are named and fingerprinted (sha256 of their bytes): the same path with new contents (retrained
+        weights, a rebuilt classifier) is another job.
+        """
         s, c = self.sampling, self.classes
         return {
             "rows": SCHEMA_VERSION,
             "weights": self.weights,
+            "weights_sha256": file_sha256(self.weights),
             "classes": list(c.classes) if c.classes is not None else None,
             "classifier": c.classifier if isinstance(c.classifier, str) else None,
+            "classifier_sha256": _fingerprint(c.classifier),
             "xprompt": None if c.xprompt is None else str(c.xprompt),
+            "xprompt_sha256": _fingerprint(c.xprompt),
             "askg": None if c.askg is None else str(c.askg),
+            "askg_sha256": _fingerprint(c.askg),
             "backend": self.predictor.backend,
             "quantize": self.predictor.quantize,
+            "dtype": self.predictor.dtype,
+            "stca": str(self.predictor.stca),
             "arch": self.predictor.arch if isinstance(self.predictor.arch, str | None) else self.predictor.arch.name,
             "sampling": s.mode,
             "num_views": s.num_views,

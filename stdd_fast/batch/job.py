@@ -11,8 +11,10 @@ address a local Ray starts on this machine (and stops at the end); with ``ray_ad
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,18 +25,23 @@ from pathlib import Path
 from stdd_fast.batch.config import BatchConfig, absolute
 from stdd_fast.batch.output import OutputFolder, Scan
 from stdd_fast.batch.progress import Progress
+from stdd_fast.batch.reaper import Reaper
 from stdd_fast.batch.rows import result_schema
 from stdd_fast.batch.stages import ClassifyVideos, DecodeVideos, PredictorPlan, ProbeFacts, probe_predictor
 from stdd_fast.deps import require
 from stdd_fast.errors import ConfigError
 
 VIDEOS_PER_TASK = 4  # paths per decoding task: small blocks keep results flowing and retries cheap
+CONNECT_S = 5.0  # seconds a --ray-address has to accept a connection and answer
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # and an empty SETTINGS
 
 
 @dataclass(frozen=True)
 class CorpusSummary:
     """What a :func:`classify_corpus` call did. ``failures``: (path, error type, message) of the videos that
-    failed; ``skipped``: videos a resumed job already had; ``unreadable``: files of DIR it had to skip."""
+    failed; ``skipped``: videos a resumed job already had; ``unreadable``: files of DIR it had to skip;
+    ``foreign``: files of DIR it did not write, found after the run ("FILE: why"; the documented read of DIR
+    would read them with the results: move them out)."""
 
     output: Path
     total: int
@@ -43,6 +50,7 @@ class CorpusSummary:
     skipped: int
     seconds: float
     unreadable: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -65,27 +73,89 @@ class CorpusSummary:
         )
 
 
-def _start_local(ray) -> None:
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+# What Ray prints that a user of stdd batch cannot act on, turned off where Ray reads it: the colour codes of the
+# worker-log prefix (the terminal filter would show them as escapes; unless set already), and the warning that a new
+# local cluster has token authentication on (Ray's default, which is kept). The C++ core worker's error that Ray
+# Data's actor arguments sit in the object store (ray-project/ray#53727) stays: the only switch, RAY_BACKEND_LOG_LEVEL,
+# hides every error of every Ray process and prints a line of its own in each.
+_QUIET_RAY = {"RAY_COLOR_PREFIX": "0"}
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _quiet_ray() -> None:
+    for name, value in _QUIET_RAY.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger(_RAY_AUTH_LOGGER).setLevel(logging.ERROR)
+
+
+def _start_local(ray) -> Reaper:
+    """A local Ray, and the :class:`~stdd_fast.batch.reaper.Reaper` that kills it if this process dies first."""
+    _quiet_ray()
+    reaper = Reaper()
+    try:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    except BaseException:
+        reaper.stop()
+        raise
+    reaper.started()
+    return reaper
+
+
+def check_address(address: str) -> None:
+    """ConfigError, in seconds, when no Ray cluster answers at ``address`` (``ray.init`` would wait minutes).
+
+    ``HOST:PORT`` and ``ray://HOST:PORT`` must accept a connection and answer it as a gRPC server does
+    (Ray's GCS and Ray Client are gRPC); ``auto`` is Ray's to find (it fails at once when there is none).
+    """
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: give auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_S) as sock:
+            sock.settimeout(CONNECT_S)
+            sock.sendall(_HTTP2_PREFACE)
+            head = sock.recv(9)  # a gRPC server opens with a SETTINGS frame (type 4)
+    except OSError as e:
+        why = f"no answer within {CONNECT_S:g} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+        raise ConfigError(
+            f"--ray-address {address}: no Ray cluster there ({why}); start one (ray start --head) or check the "
+            "address, or leave --ray-address out to run a local Ray"
+        ) from None
+    if len(head) < 4 or head[3] != 4:
+        raise ConfigError(
+            f"--ray-address {address}: what listens there is not a Ray cluster (it does not speak gRPC); check the "
+            "address (the head node's GCS port, 6379 by default, or ray://HOST:10001 for Ray Client)"
+        )
 
 
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[bool]:
     """Ray for this process: the one already initialised, else a local Ray (``address`` None) or the cluster
-    at ``address``; shut down at the end only when started here. Yields whether it runs on this machine only."""
+    at ``address``; shut down at the end only when started here (a local one dies with this process however it
+    ends). Yields whether it runs on this machine only."""
     ray = require("ray")
     require("pyarrow")
     if ray.is_initialized():
         yield address is None
         return
+    reaper = None
     if address is None:
-        _start_local(ray)
+        reaper = _start_local(ray)
     else:
-        ray.init(address=address, logging_level="WARNING")
+        check_address(address)
+        _quiet_ray()
+        try:
+            ray.init(address=address, logging_level="WARNING")
+        except ConnectionError as e:
+            raise ConfigError(f"--ray-address {address}: {' '.join(str(e).split())}") from None
     try:
         yield address is None
     finally:
         ray.shutdown()
+        if reaper is not None:
+            reaper.stop()
 
 
 def _plan(config: BatchConfig, wait_for_resources: bool) -> tuple[PredictorPlan, dict]:
@@ -105,6 +175,11 @@ def _plan(config: BatchConfig, wait_for_resources: bool) -> tuple[PredictorPlan,
     worker_gpus = asked if asked is not None else (1.0 if cuda else 0.0)
     spare = (cpus - config.decode_cpus) / config.workers  # what is left per actor beside one decoding task
     worker_cpus = config.cpus_per_worker or (1.0 if cuda or wait_for_resources else max(min(1.0, spare), 0.0))
+    if not cuda and config.cpus_per_worker is None and config.workers > max(cpus, 1.0):
+        raise ConfigError(
+            f"--workers {config.workers}: more inference actors than the {cpus:g} CPUs of the Ray cluster (each actor "
+            f"is a process holding a predictor): use at most {max(int(cpus), 1)}, or size them with --cpus-per-worker"
+        )
     need_cpus = config.workers * worker_cpus + config.decode_cpus
     if worker_cpus <= 0 or need_cpus > cpus or config.workers * worker_gpus > gpus:
         message = (
@@ -140,7 +215,7 @@ def corpus_dataset(inputs: Sequence[str | Path], config: BatchConfig, *, wait_fo
     """
     ray = require("ray")
     if not ray.is_initialized():
-        _start_local(ray)
+        _start_local(ray)  # for the life of this process (its reaper ends with it)
     paths = [absolute(p) for p in inputs]
     if not paths:
         raise ConfigError("no videos to classify: pass files, folders, globs or list files")
@@ -220,6 +295,7 @@ def classify_corpus(
         skipped=len(paths) - len(todo),
         seconds=seconds,
         unreadable=tuple(dict.fromkeys(before.unreadable + after.unreadable)),
+        foreign=tuple(dict.fromkeys(after.foreign + folder.foreign())),  # planted while the job ran
     )
 
 

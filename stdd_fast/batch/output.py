@@ -16,10 +16,15 @@ after it, the new results lie beside sources whose rows they already hold, and t
 consolidation (the end of the next ``--resume``) picks the same rows and removes the rest: once it
 completes, every path is in DIR exactly once. A file a killed run left truncated cannot be read: it
 is skipped, reported, and removed with its run.
+
+DIR holds nothing else, so the documented read, ``pandas.read_parquet(DIR)``, reads every row once
+and nothing but rows: a job refuses a folder holding files it did not write (named in the error),
+and a Parquet file in its folders whose columns are not the results' is never read as rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,8 +33,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stdd_fast.batch.config import absolute
+from stdd_fast.batch.rows import result_schema
 from stdd_fast.deps import require
 from stdd_fast.errors import ConfigError, OutputError
+from stdd_fast.user_cache import check_not_special
 
 JOB_FILE = "_stdd_batch.json"
 RUN, RESULTS, PENDING = "run-", "results-", ".results-"
@@ -50,12 +57,32 @@ class Scan:
 
     files: list[Path] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "FILE: why", for the summary
+    foreign: list[str] = field(default_factory=list)  # "FILE: why" of files in DIR stdd batch did not write
+    left: set[Path] = field(default_factory=set)  # those files: consolidation leaves them where they are
     # path -> (ok, file number, row number) of the row kept: the latest successful, else the latest failed
     kept: dict[str, tuple[bool, int, int]] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> set[str]:
         return {p for p, (ok, _, _) in self.kept.items() if ok}
+
+
+def results_columns(schema) -> bool:
+    """Whether a Parquet schema is the results table's (its columns and types; embeddings optional)."""
+    pa = require("pyarrow")
+    expected = {f.name: f.type for f in result_schema((1, 1, 1))}
+    found = {f.name: f.type for f in schema}
+    found.setdefault("embeddings", pa.list_(pa.float32()))
+    return found == expected
+
+
+def _not_results(file: Path, schema) -> str:
+    return f"{file}: its columns ({', '.join(schema.names[:6])}) are not the results'"
+
+
+def _ignored(name: str) -> bool:
+    """Names Parquet readers skip (hidden, or starting with "_")."""
+    return name.startswith((".", "_"))
 
 
 def count_rows(file: Path) -> tuple[int, int] | None:
@@ -80,6 +107,7 @@ class OutputFolder:
         The job's settings are written by :meth:`record` once its predictor was built, so a job that
         failed before (a bad checkpoint) leaves DIR free for the corrected command.
         """
+        check_not_special(self.path, "--output")
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"output {self.path} is a file; name a folder for the Parquet results")
         try:
@@ -94,18 +122,30 @@ class OutputFolder:
                 f"output {self.path} holds the results of an earlier job: pass --resume to finish that job "
                 "(its successful videos are skipped), or name an empty folder"
             )
-        if not job.exists():
-            return
+        if job.exists():
+            self._check_same_job(job, settings)
+        foreign = self.foreign()
+        if foreign:
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise ConfigError(
+                f"output {self.path} holds files stdd batch did not write ({'; '.join(foreign[:5])}{more}): "
+                f"pandas.read_parquet({str(self.path)!r}) would read them with the results; move them out, or "
+                "name an empty folder"
+            )
+
+    def _check_same_job(self, job: Path, settings: dict) -> None:
+        """ConfigError naming what differs when the job recorded in ``job`` is not this one."""
         try:
+            check_not_special(job, "the job file")
             recorded = json.loads(job.read_text(encoding="utf-8"))["settings"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{job}: not a job file stdd batch can read ({e}); name another output folder") from None
         differ = [k for k in sorted(settings.keys() | recorded.keys()) if settings.get(k) != recorded.get(k)]
         if differ:
-            said = "; ".join(f"{k}: {recorded.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+            said = "; ".join(_difference(k, recorded.get(k), settings.get(k)) for k in differ)
             raise ConfigError(
-                f"output {self.path} holds a job with other settings ({said}): resume it with the same settings, "
-                "or name another output folder"
+                f"output {self.path} holds a job with other settings ({said}): its rows would mix with this job's; "
+                "resume it with the same settings, or name another output folder"
             )
 
     def record(self, settings: dict) -> None:
@@ -124,6 +164,30 @@ class OutputFolder:
         found = [d for d in self.path.iterdir() if d.is_dir() and d.name.startswith((RUN, RESULTS))]
         return sorted(found, key=_stamp_of)
 
+    def foreign(self) -> list[str]:
+        """What in DIR stdd batch did not write and a Parquet reader of DIR would read: "PATH: what it is"."""
+        pq = require("pyarrow.parquet")
+        found = []
+        for entry in sorted(self.path.iterdir()):
+            if _ignored(entry.name):
+                continue
+            if not (entry.is_dir() and not entry.is_symlink() and entry.name.startswith((RUN, RESULTS))):
+                found.append(f"{entry}: not a results folder of stdd batch")
+                continue
+            for file in sorted(entry.rglob("*")):
+                if any(_ignored(part) for part in file.relative_to(entry).parts) or file.is_dir():
+                    continue
+                if file.suffix != ".parquet" or file.is_symlink() or not file.is_file():
+                    found.append(f"{file}: not a Parquet file of results")
+                    continue
+                try:
+                    schema = pq.read_schema(file)
+                except Exception:  # truncated by a killed run: skipped and removed with its run
+                    continue
+                if not results_columns(schema):
+                    found.append(_not_results(file, schema))
+        return found
+
     def scan(self) -> Scan:
         """Every readable results file under DIR and the row kept per path (reads only ``path`` and ``error_type``)."""
         pq = require("pyarrow.parquet")
@@ -131,7 +195,12 @@ class OutputFolder:
         for source in self._sources():
             for file in sorted(source.glob("*.parquet")):
                 try:
-                    index = pq.ParquetFile(file).read(columns=["path", "error_type"])
+                    reader = pq.ParquetFile(file)
+                    if not results_columns(reader.schema_arrow):  # planted, or another program's: never rows
+                        scan.foreign.append(_not_results(file, reader.schema_arrow))
+                        scan.left.add(file)
+                        continue
+                    index = reader.read(columns=["path", "error_type"])
                 except Exception as e:  # truncated by a killed run: its videos are run again
                     scan.unreadable.append(f"{file}: {type(e).__name__}: {' '.join(str(e).split())}")
                     continue
@@ -171,9 +240,29 @@ class OutputFolder:
         os.replace(pending, final)  # the commit point: from here on DIR's rows are the consolidated ones
         for old in [*sources, *self.path.glob(f"{PENDING}*")]:
             if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old, scan.left)
         scan.files = sorted(final.glob("*.parquet"))
         return scan
+
+
+def _remove(folder: Path, left: set[Path]) -> None:
+    """Remove a consolidated source folder, but none of the ``left`` files (not written by stdd batch)."""
+    if not any(file in left for file in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in sorted(folder.rglob("*"), reverse=True):  # children before their folders
+        if entry in left:
+            continue
+        with contextlib.suppress(OSError):
+            entry.rmdir() if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def _difference(key: str, there: object, now: object) -> str:
+    """One setting a resumed job differs in, for the error (a fingerprint as "the contents of X changed")."""
+    if key.endswith("_sha256") and there is not None and now is not None:
+        what = key.removesuffix("_sha256")
+        return f"the contents of the {what} file changed (sha256 {there[:12]} there, {now[:12]} now)"
+    return f"{key}: {there!r} there, {now!r} now"
 
 
 class _Parts:

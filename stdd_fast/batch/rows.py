@@ -15,6 +15,9 @@ column             type                  value
 ``backend``        string                the predictor that scored it (``torch``, ``onnxruntime``, ``tensorrt``)
 ``linear_format``  string                its linear layers' format when not the model's dtype (``int8``,
                                          ``fp8``); null otherwise, and for a video the predictor never saw
+``detected``       list<string>          the classes the video shows (:mod:`stdd_fast.decisions`), best
+                                         confidence first; null when the classifier carries no decisions
+``confidences``    list<float32>         their confidences, in the same order; null likewise
 ``decode_s``       float64               seconds probing and decoding
 ``preprocess_s``   float64               seconds resizing, cropping, normalising
 ``encode_s``       float64               its share (by clips) of the predictor call it ran in
@@ -36,7 +39,7 @@ import numpy as np
 from stdd_fast.deps import require
 
 TIMES = ("decode_s", "preprocess_s", "encode_s")
-SCHEMA_VERSION = 2  # 2: backend and linear_format columns
+SCHEMA_VERSION = 3  # 2: backend and linear_format columns; 3: detected and confidences
 
 
 def result_schema(embeddings_shape: tuple[int, int, int] | None = None):
@@ -52,6 +55,8 @@ def result_schema(embeddings_shape: tuple[int, int, int] | None = None):
         pa.field("decode_backend", pa.string()),
         pa.field("backend", pa.string()),
         pa.field("linear_format", pa.string()),
+        pa.field("detected", pa.list_(pa.string())),
+        pa.field("confidences", pa.list_(pa.float32())),
         *(pa.field(name, pa.float64()) for name in TIMES),
     ]
     if embeddings_shape is not None:
@@ -92,6 +97,8 @@ def failed_row(path: str, error_type: str, error: str, decode_backend: str | Non
         "decode_backend": decode_backend,
         "backend": None,
         "linear_format": None,
+        "detected": None,
+        "confidences": None,
         **dict(zip(TIMES, seconds, strict=True)),
     }
 
@@ -102,6 +109,7 @@ def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool, predicto
     from stdd_fast.head import rank_views
 
     ranked = rank_views(predicted.logits, top_k)
+    detected = predicted.detected
     row = {
         "path": predicted.loaded.source,
         "labels": [predicted.classes[i] for i in ranked.top],
@@ -112,6 +120,8 @@ def ranked_row(predicted, top_k: int, seconds: tuple, embeddings: bool, predicto
         "decode_backend": predicted.loaded.backend,
         "backend": predictor.backend,
         "linear_format": predictor.linear_format,
+        "detected": None if detected is None else [d.label for d in detected],
+        "confidences": None if detected is None else np.asarray([d.confidence for d in detected], np.float32),
         **dict(zip(TIMES, seconds, strict=True)),
     }
     if embeddings:

@@ -55,8 +55,11 @@ def probe_predictor(plan: PredictorPlan) -> ProbeFacts:
     """Build the predictor once and run one clip of zeros through it (a Ray task on a worker like the actors)."""
     import torch
 
+    from stdd_fast.decisions import check_views
+
     predictor = plan.build()
     c = plan.config
+    check_views(predictor, c.sampling)
     zeros = torch.zeros(1, c.sampling.num_frames, 3, predictor.image_size, predictor.image_size)
     embed_dim = predictor.predict(zeros).embeddings.shape[-1]
     built = None if c.exported else getattr(predictor, "classifier", None)  # an exported graph has its own

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from stdd_fast.bench.deciding import decision_rows, format_decisions
 from stdd_fast.bench.encoder import EncoderCase, measure_encoder
 from stdd_fast.bench.environment import environment
 from stdd_fast.bench.paths import parse_path, unavailable_reason
@@ -154,6 +155,27 @@ def _end_to_end(cfg: dict, model, classifier: Classifier) -> dict:
     return out
 
 
+def _plan(cfg: dict, weights: str | None) -> str:
+    """What the run does, in order, said before it starts (a B/16 run on a CPU takes minutes)."""
+    names = ", ".join(p.name for p in cfg["paths"])
+    plan = (
+        f"the run: load the model ({weights or 'seeded random weights'}); then per batch size the fp32 reference "
+        f"on the inputs, each path ({names}) set up and called {cfg['warmup']} + {min(cfg['iters'], 3)} times (a "
+        f"line each), then {cfg['iters']} timed rounds of all paths"
+    )
+    cached = [p.name for p in cfg["paths"] if p.mode in ("default", "int8") or p.name == "onnxruntime:fused"]
+    if cached and cfg["device"].type == "cpu":
+        plan += (
+            f". The first run on this machine also builds the encoder graph for ONNX Runtime ({', '.join(cached)}) "
+            "and measures the CPU choice (default), each said when it starts"
+        )
+    return plan
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict:
     cfg = _config(args)
     if args.threads:
@@ -169,6 +191,7 @@ def run(args: argparse.Namespace) -> dict:
               "paths": [p.name for p in cfg["paths"]], "warmup": cfg["warmup"], "iters": cfg["iters"],
               "classes": args.num_classes, "prompts": args.prompts, "weights": args.weights}  # fmt: skip
     print(format_header(env, config), flush=True)
+    print(_plan(cfg, args.weights), flush=True)
 
     if args.weights is not None:
         p = cfg["predictor"]
@@ -187,9 +210,15 @@ def run(args: argparse.Namespace) -> dict:
     rows: list[dict] = []
     for batch in cfg["batches"]:
         case = EncoderCase(batch, args.frames, dtype, device, cfg["warmup"], cfg["iters"], args.seed)
-        rows += measure_encoder(model32, model, classifier, cfg["paths"], case, peak)
+        rows += measure_encoder(model32, model, classifier, cfg["paths"], case, peak, say=_say)
     head = _head_rows(cfg, classifier, max(cfg["batches"]), args.frames, model32.logit_scale.detach())
-    record = {"env": env, "config": config, "matrix_peak_tflops": peak, "encoder": rows, "head": head}
+    largest = [r for r in rows if r["batch"] == max(cfg["batches"]) and "p50_ms" in r]
+    fastest = min(largest, key=lambda r: r["p50_ms"], default=None)
+    logit_scale = model32.logit_scale.detach().cpu()
+    decisions = decision_rows(classifier, logit_scale, max(cfg["batches"]), args.frames, fastest, cfg["warmup"],
+                              cfg["iters"], args.seed)  # fmt: skip
+    record = {"env": env, "config": config, "matrix_peak_tflops": peak, "encoder": rows, "head": head,
+              "decisions": decisions}  # fmt: skip
     if cfg["videos"]:
         record["end_to_end"] = _end_to_end(cfg, model32, classifier)
     return record
@@ -204,6 +233,8 @@ def print_report(record: dict) -> None:
     head = record["head"]
     print("\nscoring head " + ", ".join(f"{h['path']} {h['p50_ms']:.3f} ms" for h in head)
           + f" (B={head[0]['batch']}, K={head[0]['classes']}, N={head[0]['prompts']})")  # fmt: skip
+    if record.get("decisions"):
+        print(format_decisions(record["decisions"]))
     e2e = record.get("end_to_end")
     if e2e:
         print("\nvideo decoding (the sampled views of every --video file):")

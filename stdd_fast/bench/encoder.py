@@ -4,19 +4,21 @@ machine hits every path alike) and checked against the fp32 reference."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from stdd_fast.bench.memory import PeakMemory
-from stdd_fast.bench.paths import BenchPath, build_callable, unavailable_reason
+from stdd_fast.bench.paths import BenchPath, build_callable, setup_note, unavailable_reason
 from stdd_fast.bench.telemetry import NvmlSampler
-from stdd_fast.bench.timing import time_interleaved
+from stdd_fast.bench.timing import synchronize, time_interleaved
 from stdd_fast.classifier import Classifier
 from stdd_fast.flops import encoder_macs
 from stdd_fast.head import score
 from stdd_fast.model import STDDModel
+from stdd_fast.notices import about
 from stdd_fast.numerics import max_rel_err
 
 
@@ -44,12 +46,14 @@ def measure_encoder(
     paths: list[BenchPath],
     case: EncoderCase,
     matrix_peak_tflops: float | None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> list[dict]:
     """One row per path: throughput, latency, error vs the fp32 reference, memory, FLOPs.
 
     ``model32`` is the fp32 reference model on the case's device; ``model`` the one timed (the
     case's dtype; the same object as ``model32`` for fp32). A path with its own dtype (``fp8:``) says
-    so in its row, and has no MFU (the matrix peak is the case dtype's).
+    so in its row, and has no MFU (the matrix peak is the case dtype's). ``say``: where progress goes,
+    one line per path as it is ready (and before a long set-up), then one before the timed rounds.
     """
     size = model.arch.image_size
     frames32 = random_frames(case, size)
@@ -60,14 +64,20 @@ def measure_encoder(
         ref_top1 = score(reference, weights, model32.logit_scale).argmax(-1)
 
     rows: dict[str, dict] = {}
-    fns, measured = {}, {}
-    for path in paths:
+    fns, measured, call_s = {}, {}, {}
+    burst = min(case.iters, 3)
+    for i, path in enumerate(paths, 1):
+        tag = f"  [{i}/{len(paths)}] {path.name} (B={case.batch})"
         rows[path.name] = {"path": path.name, "batch": case.batch, "frames": case.frames,
                            "dtype": path.dtype or str(case.dtype).split(".")[-1]}  # fmt: skip
         reason = unavailable_reason(path, case.device, case.dtype)
         if reason:
             rows[path.name]["skipped"] = reason
+            say(f"{tag}: skipped: {reason}")
             continue
+        note = setup_note(path, model, case.frames)
+        if note:
+            say(f"{tag}: setting up: {note}")
         try:
             start = time.perf_counter()
             fn = build_callable(path, model, frames, classifier)
@@ -77,15 +87,23 @@ def measure_encoder(
                 for _ in range(case.warmup):
                     fn(frames)
                 # a short burst per path for its memory peak and telemetry (timing is interleaved below)
+                start = time.perf_counter()
                 with PeakMemory(case.device) as mem, NvmlSampler() as nvml:
                     out = fn(frames).float()
-                    for _ in range(min(case.iters, 3) - 1):
+                    for _ in range(burst - 1):
                         fn(frames)
+                    synchronize(case.device)
+                call_s[path.name] = (time.perf_counter() - start) / burst
         except Exception as e:  # a path that fails is reported in its row, the others still run
             rows[path.name]["skipped"] = f"failed: {type(e).__name__}: {e}"
+            say(f"{tag}: failed: {type(e).__name__}: {e}")
             continue
         fns[path.name] = lambda fn=fn: fn(frames)
         measured[path.name] = (path, out, mem.peak_mib, nvml.telemetry.summary())
+        say(f"{tag}: ready, about {call_s[path.name]:.2f} s a call (set-up {rows[path.name]['first_call_s']:.1f} s)")
+    if fns:
+        expected = about(sum(call_s.values()) * case.iters)
+        say(f"  timing {len(fns)} path(s) in {case.iters} interleaved round(s): {expected}")
     with torch.no_grad():
         timings = time_interleaved(fns, case.device, case.iters)
 
@@ -109,4 +127,6 @@ def measure_encoder(
             mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops and path.dtype is None else None,
             telemetry=telemetry,
         )
+    if measured:
+        say(f"  timed (B={case.batch}, p50): " + ", ".join(f"{n} {rows[n]['p50_ms']:.0f} ms" for n in measured))
     return list(rows.values())

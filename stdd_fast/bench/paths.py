@@ -32,10 +32,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from stdd_fast.deps import OPTIONAL
 from stdd_fast.errors import BackendUnavailableError, ConfigError
 from stdd_fast.fp8 import check_device as check_fp8_device
 from stdd_fast.model import STDDModel
+from stdd_fast.notices import about
 from stdd_fast.ops import resolve_impl
+from stdd_fast.predict.estimates import graph_build_seconds
 from stdd_fast.predict.torch_backend import TorchPredictor
 
 if TYPE_CHECKING:
@@ -103,9 +106,24 @@ def unavailable_reason(path: BenchPath, device: torch.device, dtype: torch.dtype
         return "max-autotune times Triton GEMM templates: it needs a CUDA device"
     if path.mode in ("onnxruntime", "int8"):
         if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install 'stdd-fast[export]')"
+            return f"onnxruntime is not installed ({OPTIONAL['onnxruntime'].install})"
         if device.type != "cpu" or dtype != torch.float32:
             return "the onnxruntime paths run fp32 graphs on the CPU provider here"
+    return None
+
+
+def setup_note(path: BenchPath, model: STDDModel, frames: int) -> str | None:
+    """What setting ``path`` up does before its first call, with a rough duration, where that is more than a
+    forward (None otherwise; the encoder-graph cache and the CPU choice announce their own work)."""
+    if path.mode == "onnxruntime" and path.impl == "reference":
+        seconds = graph_build_seconds(model, frames)
+        return f"exports the full graph with the classifier baked in to ONNX ({about(seconds)})"
+    if path.mode == "compile":
+        return "torch.compile of the encoder (about a minute on a CPU, less on a GPU)"
+    if path.mode == "autotune":
+        return "torch.compile with max-autotune times Triton GEMM templates (several minutes)"
+    if path.mode == "graph":
+        return "two eager calls, then a CUDA graph capture"
     return None
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from stdd_fast.cli import batch, build_classifier, classify, info, prompts, serve, stream
+from stdd_fast.cli import batch, build_classifier, calibrate, classify, info, prompts, serve, stream, timeline
 from stdd_fast.cli.runner import EXIT_CODES_HELP, EXIT_USAGE, Parser, run
 
-SUBCOMMANDS = (classify, batch, stream, build_classifier, prompts, serve, info)
+SUBCOMMANDS = (classify, batch, stream, timeline, build_classifier, calibrate, prompts, serve, info)
 
 
 def build_parser() -> Parser:

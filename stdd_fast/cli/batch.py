@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from stdd_fast.batch.config import BATCH_DECODE_CHOICES
 from stdd_fast.cli import options
@@ -87,23 +91,55 @@ def run(args: argparse.Namespace) -> int:
     )
     videos = expand_inputs(args.inputs, prefix=args.prefix)
     _quiet_ray_logs()
-    try:
+    summary = None
+    with _interrupts() as interrupted, contextlib.suppress(KeyboardInterrupt):  # said below, as exit 130
         summary = classify_corpus(
             videos, args.output, config, resume=args.resume, ray_address=args.ray_address, progress=not args.no_progress
         )
-    except KeyboardInterrupt:
-        print(
-            f"stdd batch: interrupted; the videos finished so far are in {args.output}: "
-            "run the same command with --resume to complete the job",
-            file=sys.stderr,
-        )
+    if summary is None or interrupted.is_set():
+        print(_written(args.output, videos), file=sys.stderr)
         return EXIT_INTERRUPTED
     for note in summary.unreadable:
         print(f"stdd batch: note: skipped an unreadable results file (left by a killed run): {note}", file=sys.stderr)
+    for note in summary.foreign:
+        print(f"stdd batch: error: a file stdd batch did not write: {note}; move it out of the folder", file=sys.stderr)
     for _, _, message in summary.failures[:SHOWN_FAILURES]:
         print(f"stdd: error: {message}", file=sys.stderr)
     if summary.failed > SHOWN_FAILURES:
         more = summary.failed - SHOWN_FAILURES
         print(f"stdd batch: and {more} more failed videos: see error_type / error in {summary.output}", file=sys.stderr)
     print(f"stdd batch: {summary.line()}", flush=True)
-    return EXIT_FAILED if summary.failures else EXIT_OK
+    return EXIT_FAILED if summary.failures or summary.foreign else EXIT_OK
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[threading.Event]:
+    """Ctrl-C while the job runs, remembered: Ray defers SIGINT inside its own calls, and the KeyboardInterrupt
+    it raises later can be lost in its shutdown; the job then still ends as interrupted (exit 130)."""
+    seen = threading.Event()
+
+    def interrupt(signum, frame) -> None:
+        seen.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _written(output: str, videos: list[str]) -> str:
+    """What an interrupted job leaves: the videos with a row in ``output``, and how to finish."""
+    from stdd_fast.batch.config import absolute
+    from stdd_fast.batch.output import OutputFolder
+
+    folder = OutputFolder(output)
+    kept = folder.scan().kept if folder.path.is_dir() else {}
+    wanted = list(dict.fromkeys(absolute(v) for v in videos))
+    rows = [kept[p] for p in wanted if p in kept]
+    failed = sum(1 for ok, _, _ in rows if not ok)
+    return (
+        f"stdd batch: interrupted; {len(rows)} of {len(wanted)} videos have their row in {folder.path} ({failed} "
+        "failed): run the same command with --resume to complete the job"
+    )

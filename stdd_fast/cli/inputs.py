@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 from pathlib import Path
 
@@ -14,26 +15,38 @@ LIST_SUFFIXES = frozenset({".txt", ".csv", ".lst"})
 
 
 def read_list_file(path: Path, prefix: str | None = None) -> list[str]:
-    """Paths from a list file: one per line, or the official ``path,label`` / ``path label`` CSV rows.
+    """The paths a list file names, relative ones taken from ``prefix`` (default: the list file's folder).
 
-    Blank lines and ``#`` comments are skipped; relative paths are taken from ``prefix`` (default:
-    the list file's folder).
+    ``.csv``: CSV records, quotes honoured (``"a,b.mp4",3`` is the path ``a,b.mp4``): the first field is the
+    path, the fields after it (the official ``path,label``) are not read. A record whose second field is a
+    video file name too (``a,b.mp4`` unquoted) is refused, naming its line: quote that path.
+    ``.txt`` / ``.lst``: one path per line, kept whole (spaces and commas belong to the name).
+    In both, a path followed by a space and an integer label (PySlowFast's ``path label``) is that path,
+    unless the whole text names an existing file; blank lines and ``#`` comments are skipped.
     """
     base = Path(prefix) if prefix is not None else path.parent
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the list file ({e})") from None
+    lines = text.splitlines()
+    if path.suffix.lower() == ".csv":
+        rows = csv.reader(lines)
+        entries = [(n, row[0].strip(), row[1:]) for n, row in enumerate(rows, 1) if row and row[0].strip()]
+    else:
+        entries = [(n, line.strip(), []) for n, line in enumerate(lines, 1) if line.strip()]
     out = []
-    for line in lines:
-        text = line.strip()
-        if not text or text.startswith("#"):
+    for number, entry, rest in entries:
+        if entry.startswith("#"):
             continue
-        if "," in text:
-            entry = text.rsplit(",", 1)[0].strip()  # path,label
-        else:
-            parts = text.rsplit(maxsplit=1)
-            entry = parts[0] if len(parts) == 2 and parts[1].lstrip("-").isdigit() else text  # path label
+        if rest and Path(rest[0].strip()).suffix.lower() in VIDEO_SUFFIXES:
+            raise ConfigError(
+                f"{path}, line {number}: {','.join([entry, *rest])!r} splits at a comma into {entry!r} and "
+                f'{rest[0].strip()!r}; quote a path that holds a comma ("a,b.mp4",label)'
+            )
+        words = entry.rsplit(maxsplit=1)
+        if len(words) == 2 and words[1].lstrip("-").isdigit() and not (base / entry).exists():
+            entry = words[0]  # path label
         p = Path(entry)
         out.append(str(p if p.is_absolute() else base / p))
     return out
@@ -64,3 +77,8 @@ def expand_inputs(items: list[str], prefix: str | None = None, unique: bool = Tr
         else:
             out.append(item)
     return list(dict.fromkeys(out)) if unique else out
+
+
+def missing_files(items: list[str]) -> list[str]:
+    """The local paths among ``items`` that do not exist (a URL such as ``rtsp://...`` is not checked here)."""
+    return [item for item in items if "://" not in item and not Path(item).exists()]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 from stdd_fast.choices import (
@@ -51,7 +53,8 @@ def add_weights(p: argparse.ArgumentParser, required: bool = True, what: str = "
         "--weights",
         required=required,
         metavar="CKPT",
-        help=f"{what}: OpenAI/open_clip CLIP, official STDD (.pyth/.pth) or stdd-fast safetensors"
+        help=f"{what}: OpenAI/open_clip CLIP, official STDD (.pyth/.pth) or stdd-fast safetensors, or a pretrained "
+        "name (ViT-B-16/openai, hf-hub:ORG/REPO: from the Hugging Face cache, fetched once)"
         + ("" if required else " (default: seeded random weights)"),
     )
     _add(
@@ -267,8 +270,15 @@ def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
 
 
+CLASS_FILE_SUFFIXES = (".json", ".yml", ".yaml", ".txt", ".csv")  # what --classes-file reads (and lists)
+
+
 def class_names(args: argparse.Namespace) -> list[str] | None:
-    """The names --classes / --classes-file give (None when neither is given)."""
+    """The names --classes / --classes-file give (None when neither is given).
+
+    A ``--classes`` value that names a file is refused (it would be one class named after the path); one
+    class is allowed, with a warning: its probability is 100 % for every video.
+    """
     from stdd_fast.prompts import read_class_names
 
     if args.classes is not None and args.classes_file is not None:
@@ -277,10 +287,24 @@ def class_names(args: argparse.Namespace) -> list[str] | None:
         names = [n.strip() for n in args.classes.split(",") if n.strip()]
         if not names:
             raise ConfigError(f"--classes {args.classes!r} holds no class names; e.g. --classes 'run,jump,swim'")
-        return names
-    if args.classes_file is not None:
-        return read_class_names(args.classes_file)
-    return None
+        name = names[0]
+        if len(names) == 1 and (name.lower().endswith(CLASS_FILE_SUFFIXES) or ("/" in name and Path(name).exists())):
+            raise ConfigError(
+                f"--classes {name!r} names a file, not classes: pass it as --classes-file {name} "
+                "(--classes takes the names themselves, comma-separated: --classes 'run,jump,swim')"
+            )
+    elif args.classes_file is not None:
+        names = read_class_names(args.classes_file)
+    else:
+        return None
+    if len(names) == 1:
+        warnings.warn(
+            f"one class ({names[0]!r}): its probability is 100 % for every video; give two or more classes to rank "
+            "them (its score still compares videos)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return names
 
 
 def class_source(args: argparse.Namespace):
@@ -307,6 +331,11 @@ def settings_of(args: argparse.Namespace, **fixed: dict[str, Any]):
     has_classes = all(hasattr(args, flag) for flag in ("classes", "classes_file", "xprompt", "askg"))
     made["classes"] = class_source(args) if has_classes else SECTIONS["classes"]()
     return Settings(**made)
+
+
+def detected_text(detected) -> str:
+    """A result's detections in one line: ``forklift reversing 0.998, person climbing 0.991`` or ``none``."""
+    return ", ".join(f"{d.label} {d.confidence:.3f}" for d in detected) or "none"
 
 
 def report_backend(predictor) -> None:

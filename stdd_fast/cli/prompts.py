@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
         default=None,
         help=f"environment variable holding the API key (default: {DEFAULT_KEY_ENV} when set; local servers need none)",
     )
-    p.add_argument("-o", "--output", required=True, metavar="OUT.yml", help="the YAML to write (and resume)")
+    p.add_argument(
+        "-o", "--output", metavar="OUT.yml", help="the YAML to write (and resume); needed but with --dry-run"
+    )
     p.add_argument(
         "--xprompt",
         action="store_true",
@@ -66,6 +68,12 @@ def add_parser(sub) -> None:
         help="answer cache (default: askg/ in $STDD_CACHE_DIR, else ~/.cache/stdd_fast/askg)",
     )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the answer cache")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send nothing: print each request the run would send (the URL and its JSON body, one per class not in "
+        "-o or the cache); no server needed",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     options.add_debug(p)
     p.set_defaults(func=run)
@@ -92,6 +100,38 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def _dry_run(args: argparse.Namespace, names: list[str], cache_dir) -> int:
+    """Print what the run would send, request by request, and send nothing."""
+    from stdd_fast.askg.client import ChatClient
+    from stdd_fast.askg.generate import plan_requests
+
+    key = _api_key(args)
+    with ChatClient(args.endpoint, args.model, api_key=key) as client:  # checks the URL; connects to nothing
+        plan = plan_requests(names, client, args.output, xprompt=args.xprompt, cache_dir=cache_dir)
+        url = f"{client.endpoint}/chat/completions"
+    auth = f"Authorization: Bearer <${args.api_key_env or DEFAULT_KEY_ENV}>" if key else "no Authorization header"
+    for i, p in enumerate(plan, 1):
+        where = f"class {i} of {len(plan)}: {p.label!r}"
+        if args.json:
+            print(json.dumps({"class": p.label, "how": p.how, "stage": p.stage, "url": url, "body": p.body}))
+        elif p.body is None:
+            print(f"# {where}: not asked ({'kept from ' + args.output if p.how == 'kept' else 'in the answer cache'})")
+        else:
+            stage = "stage 1, the ASKG" if p.stage == "askg" else "stage 2, the prompt clauses"
+            print(f"# {where}: {stage}\nPOST {url}  ({auth})\n{json.dumps(p.body, indent=2, ensure_ascii=False)}")
+    asked = sum(p.body is not None for p in plan)
+    then = (
+        "; each class asked for stage 1 then gets a stage 2 request built from its answer"
+        if args.xprompt and any(p.stage == "askg" for p in plan)
+        else ""
+    )
+    print(
+        f"stdd prompts --dry-run: nothing was sent; {asked} of {len(plan)} classes would be asked{then}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     from stdd_fast.askg.cache import default_cache_dir
     from stdd_fast.askg.client import ChatClient
@@ -100,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
     names = _names(args)
     if args.no_cache and args.cache_dir is not None:
         raise ConfigError("pass --cache-dir or --no-cache, not both")
+    if args.output is None and not args.dry_run:
+        raise ConfigError("name the YAML to write: -o OUT.yml (or --dry-run to see the requests without sending)")
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    if args.dry_run:
+        return _dry_run(args, names, cache_dir)
     with ChatClient(
         args.endpoint, args.model, api_key=_api_key(args), timeout=args.timeout, retries=args.retries
     ) as client:

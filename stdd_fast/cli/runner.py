@@ -13,9 +13,10 @@ Exit codes (all entry points: ``stdd``, ``stdd-export``, ``stdd-train``, ``stdd-
 * 130: interrupted (Ctrl-C).
 
 Errors are one line on stderr, ``<command>: error: ...``; warnings one line too, ``<command>: warning:
-...``; ``--debug`` adds the traceback. A bad flag prints that one line and a pointer to ``--help``, not
-the whole usage block. Everything a command prints passes :func:`stdd_fast.terminal.guarded_output`:
-control characters in file names, class names or server messages are shown as escapes.
+...``, and so is each notice of one-time work (:mod:`stdd_fast.notices`); ``--debug`` adds the traceback.
+A bad flag prints that one line and a pointer to ``--help``, not the whole usage block. Everything a
+command prints passes :func:`stdd_fast.terminal.guarded_output`: control characters in file names, class
+names or server messages are shown as escapes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from stdd_fast.errors import BackendUnavailableError, CheckpointError, ExportError, StddError
+from stdd_fast.notices import speaking_as
 from stdd_fast.terminal import guarded_output
 
 EXIT_OK = 0
@@ -87,7 +89,7 @@ def run(prog: str, parser: Callable[[], argparse.ArgumentParser], handler, argv:
     ``handler`` returns the exit code (0 or 1); every error it raises is reported as one line.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    with guarded_output(), warnings.catch_warnings():
+    with guarded_output(), warnings.catch_warnings(), speaking_as(prog):
         warnings.showwarning = lambda message, *_: print(f"{prog}: warning: {one_line(message)}", file=sys.stderr)
         return _run(prog, parser, handler, argv)
 

@@ -82,16 +82,28 @@ def add_parser(sub) -> None:
 _EXPORTED = {".onnx": "onnxruntime", ".plan": "tensorrt"}
 
 
+def _baked_classes(weights: str) -> tuple[str, ...]:
+    """The class names an exported file scores (read from its metadata: nothing is loaded)."""
+    if Path(weights).suffix == ".plan":
+        from stdd_fast.graphs.plan import read_sidecar, sidecar_spec
+
+        return tuple(sidecar_spec(read_sidecar(weights)).classes)
+    from stdd_fast.graphs.spec import read_onnx_spec
+
+    return tuple(read_onnx_spec(weights).classes)
+
+
 def _classifier(args: argparse.Namespace, chosen, exported: bool):
     """The classifier the repository carries: loaded, built once with the model's text tower, or None (baked in)."""
     from stdd_fast.factory import load_model
-    from stdd_fast.predict.build import load_classifier
+    from stdd_fast.predict.build import check_baked_classes, load_classifier
 
     source = chosen.classes
-    if exported:
-        if source.classes is not None or source.prompts is not None:
-            raise ConfigError(f"{args.weights}: its classes are baked in; pass --classifier ART to check it, or none")
-        return load_classifier(source, None)
+    if exported:  # its classes are baked in: --classes may only repeat them, --classifier is checked against them
+        if source.prompts is not None:
+            raise ConfigError(f"{args.weights}: its classes and prompts are baked in; drop --xprompt / --askg")
+        check_baked_classes(args.weights, _baked_classes(args.weights), source.classes)
+        return load_classifier(dataclasses.replace(source, classes=None), None)
     source.require()
     if source.classifier is not None:
         return load_classifier(source, None)
@@ -202,7 +214,7 @@ def _serve(server, ready_timeout: float) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stdd_fast.serve.server import Endpoints, ServerError, TritonServer, find_tritonserver
+    from stdd_fast.serve.server import Endpoints, ServerError, TritonServer, check_numpy_support, find_tritonserver
 
     endpoints = Endpoints(args.host, args.http_port, args.grpc_port, args.metrics_port)
     for flag, value in (
@@ -223,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
             )
     endpoints.check_free()  # a taken port or a missing binary fail before the model loads
     binary = find_tritonserver(args.tritonserver)
+    check_numpy_support(binary)  # a server known to fail every request here is refused before the model loads
     workdir = Path(tempfile.mkdtemp(prefix="stdd-serve-"))
     keep = False
     try:

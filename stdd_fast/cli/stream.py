@@ -13,7 +13,10 @@ import sys
 
 from stdd_fast.choices import BACKPRESSURE
 from stdd_fast.cli import options
+from stdd_fast.cli.inputs import missing_files
+from stdd_fast.cli.options import detected_text
 from stdd_fast.cli.runner import EXIT_FAILED, EXIT_OK
+from stdd_fast.cli.timeline import add_segmenting, gate_options, segment_config
 from stdd_fast.errors import ConfigError
 
 
@@ -54,6 +57,25 @@ def add_parser(sub) -> None:
         help="seconds between checks of the file (default 1)",
     )
     s.add_argument("--json", action="store_true", help="print JSON lines")
+    e = s.add_argument_group("events")
+    e.add_argument(
+        "--events",
+        action="store_true",
+        help="deliver events (an action opened; an action closed, with its segment) instead of printing windows",
+    )
+    e.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="where events go (repeatable): - (stdout, the default), a .jsonl file, or an http(s):// webhook "
+        "(signed with $STDD_WEBHOOK_SECRET, retried, spooled to disk while it is down)",
+    )
+    e.add_argument(
+        "--event-format", choices=("stdd", "vss"), default="stdd", help="our schema, or NVIDIA VSS incidents"
+    )
+    e.add_argument("--spool-dir", metavar="DIR", help="webhook spool (default: the user cache, one folder per URL)")
+    add_segmenting(s)
     options.add_debug(s)
     s.set_defaults(func=run)
 
@@ -77,14 +99,19 @@ def _span(text: str | None) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     from stdd_fast.classifier_watch import ClassifierWatcher, file_signature
-    from stdd_fast.engine import Engine
 
     if args.watch_classifier and args.classifier is None:
         raise ConfigError("--watch-classifier reloads the --classifier file: pass --classifier ART")
     config = _stream_config(args)  # a bad --window/--stride fails before the model is built
     before = file_signature(args.classifier) if args.watch_classifier else None
     chosen = options.settings_of(args, sampling={"num_views": 1})  # a window is one view
-    chosen.classes.require()
+    chosen.classes.require(args.weights)
+    # no source exists: said before the model loads (one missing among several ends its own stream at once)
+    missing = missing_files(args.sources) if args.source_format is None else []  # --format: device or filter names
+    if missing and len(missing) == len(args.sources):
+        raise ConfigError(f"no such file: {', '.join(missing)}; nothing to stream")
+    from stdd_fast.engine import Engine  # torch: imported once the command line and the sources are known good
+
     engine = Engine(
         args.weights, chosen.classes, predictor=chosen.predictor, sampling=chosen.sampling, decode=chosen.decode
     )
@@ -95,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         engine.set_classifier(args.classifier)
         watcher = ClassifierWatcher(engine, args.classifier, args.watch_interval, loaded=before).start()
     try:
-        return _print_windows(args, engine, config)
+        return _print_events(args, engine, config) if args.events else _print_windows(args, engine, config)
     finally:
         if watcher is not None:
             watcher.stop()
@@ -114,7 +141,26 @@ def _stream_config(args: argparse.Namespace):
         fps=args.fps,
         realtime=args.realtime,
         source_format=args.source_format,
+        **gate_options(args),
     )
+
+
+def _print_events(args: argparse.Namespace, engine, config) -> int:
+    """Each event to every sink as it happens (never waiting on one); what each delivered, on stderr."""
+    from stdd_fast.delivery import open_sink
+
+    spool = {"spool_dir": args.spool_dir} if args.spool_dir else {}
+    sinks = []
+    try:
+        for target in args.sink or ["-"]:
+            sinks.append(open_sink(target, args.event_format, **(spool if "://" in target else {})))
+        for event in engine.events(list(args.sources), config=config, segments=segment_config(args)):
+            for sink in sinks:
+                sink.send(event)
+    finally:
+        for target, sink in zip(args.sink or ["-"], sinks, strict=False):
+            print(f"stdd: events to {target}: {sink.close(timeout=10.0).summary()}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _print_windows(args: argparse.Namespace, engine, config) -> int:
@@ -133,8 +179,10 @@ def _print_windows(args: argparse.Namespace, engine, config) -> int:
         ranked = ", ".join(f"{label} {value:.3f}" for label, value in zip(w.labels, w.scores, strict=True))
         prefix = f"{w.source} " if several else ""
         dropped = f", {w.dropped} dropped before" if w.dropped else ""
+        detected = "" if w.detected is None else f"  detected: {detected_text(w.detected)}"
         print(
-            f"{prefix}[{w.start_time:9.3f}s - {w.end_time:9.3f}s] {ranked}  ({w.latency * 1e3:.0f} ms{dropped})",
+            f"{prefix}[{w.start_time:9.3f}s - {w.end_time:9.3f}s] {ranked}{detected}  "
+            f"({w.latency * 1e3:.0f} ms{dropped})",
             flush=True,
         )
     for name, st in run.stats.streams.items():  # every stream says how it ended

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import torch
 
 from stdd_fast.classifier import Classifier
+from stdd_fast.decisions import Calibration
 from stdd_fast.deps import require
 from stdd_fast.errors import ClassifierError, ConfigError, choice_error
 
@@ -58,6 +59,9 @@ class ExportSpec:
     ``uint8`` layout [B, T, S, S, 3] RGB 0..255 (normalised inside the graph with ``mean``/``std``).
     Outputs: ``scores`` float32 [B, K] (STDD-SPEC §3.4 logits, tau baked in) and ``embeddings``
     float32 [B, T, D] (unit-norm frame embeddings). B is dynamic; T and S are fixed at export.
+    visual_fingerprint: the model's :meth:`~stdd_fast.model.STDDModel.visual_fingerprint`. calibration: the
+    baked classifier's calibrated thresholds, ``{"thresholds": [K], "quantiles": [K][L], "provenance": {...}}``
+    (:mod:`stdd_fast.decisions`), or None.
     """
 
     arch: str
@@ -78,6 +82,8 @@ class ExportSpec:
     stdd_fast_version: str = ""
     torch_version: str = ""
     format_version: int = FORMAT_VERSION
+    visual_fingerprint: str = ""
+    calibration: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("classes", "classifier_shape", "mean", "std"):
@@ -94,6 +100,16 @@ class ExportSpec:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def decisions(self) -> Calibration | None:
+        """The calibrated thresholds baked in with the classifier (None: the export decides nothing)."""
+        c = self.calibration
+        if c is None:
+            return None
+        try:
+            return Calibration(torch.tensor(c["thresholds"]), torch.tensor(c["quantiles"]), dict(c["provenance"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClassifierError(f"the export spec's calibration is malformed ({e}); re-export it") from None
 
     @property
     def uint8_input(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stdd_fast.decisions import Detection
 from stdd_fast.devices import synchronize
 from stdd_fast.errors import NonFiniteError
 from stdd_fast.numerics import all_finite
@@ -27,8 +28,9 @@ from stdd_fast.video.loader import LoadedVideo
 class PredictedVideo:
     """One video after the predictor: logits [V, K] (None without a classifier), embeddings [V, T, D].
 
-    classes: the names the logits belong to. encode_s: this video's share (by clips) of its call.
-    ``logits`` / ``embeddings`` are None when the video failed (``loaded.error``).
+    classes: the names the logits belong to; detected: the classes the video shows by the classifier it was
+    scored with (:mod:`stdd_fast.decisions`; None: it makes no decisions). encode_s: this video's share (by
+    clips) of its call. ``logits`` / ``embeddings`` are None when the video failed (``loaded.error``).
     """
 
     loaded: LoadedVideo
@@ -36,6 +38,22 @@ class PredictedVideo:
     embeddings: torch.Tensor | None = None
     classes: tuple[str, ...] | None = None
     encode_s: float = 0.0
+    detected: list[Detection] | None = None
+
+
+def _decide(prediction, scored: list[PredictedVideo]) -> None:
+    """Set each scored video's detections: those of as many views decided at once (a few host operations)."""
+    if prediction.decider is None or prediction.logits is None:
+        return
+    by_views: dict[int, list[PredictedVideo]] = {}
+    for p in scored:
+        by_views.setdefault(p.logits.shape[0], []).append(p)
+    for same in by_views.values():
+        decided = prediction.decider.decisions(
+            torch.stack([p.logits for p in same]), torch.stack([p.embeddings for p in same])
+        )
+        for p, found in zip(same, decided.per_row(prediction.classes), strict=True):
+            p.detected = found
 
 
 def predict_videos(predictor: Predictor, videos: Iterable[LoadedVideo], progress=None) -> Iterator[PredictedVideo]:
@@ -67,13 +85,16 @@ def _flush(predictor: Predictor, pending: list[LoadedVideo], bar) -> Iterator[Pr
         seconds = time.perf_counter() - t0
         sizes = [v.clips.shape[0] for v in group]
         logits = [None] * len(group) if prediction.logits is None else prediction.logits.split(sizes)
+        scored = []
         for v, emb, lg, n in zip(group, prediction.embeddings.split(sizes), logits, sizes, strict=True):
             v.clips = None  # free the input before the next batch
             if not all_finite(emb, lg):
                 v.error = NonFiniteError(f"{v.source}: the model produced NaN/Inf scores or embeddings for it")
                 done[id(v)] = PredictedVideo(v)
                 continue
-            done[id(v)] = PredictedVideo(v, lg, emb, prediction.classes, seconds * n / clips.shape[0])
+            scored.append(PredictedVideo(v, lg, emb, prediction.classes, seconds * n / clips.shape[0]))
+        _decide(prediction, scored)
+        done.update((id(p.loaded), p) for p in scored)
     for v in pending:
         bar.update(1)
         yield done[id(v)]

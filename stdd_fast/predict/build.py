@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from stdd_fast import notices
 from stdd_fast.classifier import Classifier, build_classifier
 from stdd_fast.devices import resolve_device
 from stdd_fast.errors import ConfigError
@@ -46,14 +47,33 @@ def _model(weights: str | Path | STDDModel, config: PredictorConfig, device: tor
     raise ConfigError(f"weights must be a checkpoint path, an exported .onnx/.plan or an STDDModel; got {weights!r}")
 
 
+def check_baked_classes(weights: str | Path, baked: Sequence[str], given: Sequence[str] | None) -> None:
+    """An exported graph scores the classes baked into it: class names given beside it (None: none) may only
+    repeat them, in order; ConfigError naming the first difference otherwise."""
+    if given is None or list(given) == list(baked):
+        return
+    first = next((i for i, (a, b) in enumerate(zip(given, baked, strict=False)) if a != b), min(len(given), len(baked)))
+    theirs = repr(baked[first]) if first < len(baked) else "nothing"
+    yours = repr(given[first]) if first < len(given) else "nothing"
+    raise ConfigError(
+        f"{weights} scores its own {len(baked)} classes, baked in; the {len(given)} given differ at class {first} "
+        f"({yours} where the file has {theirs}): drop --classes / classes= to use the file's, or export again"
+    )
+
+
 def _exported(weights: str | Path, source: ClassSource, config: PredictorConfig, num_frames: int) -> Predictor:
     from stdd_fast.predict.exported import ExportedPredictor
 
     choice = choose_for_exported(config, weights)
     config = dataclasses.replace(config, backend=choice.backend)  # torch-only options are refused here
-    if source.classes is not None or source.prompts is not None:
-        raise ConfigError(f"{weights} has its classes baked in: pass classifier= to check them, or no classes")
-    predictor = ExportedPredictor(choice.backend, weights, config, classifier=load_classifier(source, None))
+    if source.prompts is not None:
+        raise ConfigError(
+            f"{weights} has its classes and their prompts baked in: drop xprompt= / askg= (--xprompt, --askg), or "
+            "export again with a classifier built from them"
+        )
+    given = load_classifier(dataclasses.replace(source, classes=None), None)  # an artifact: checked against it
+    predictor = ExportedPredictor(choice.backend, weights, config, classifier=given)
+    check_baked_classes(weights, predictor.classes, source.classes)
     if predictor.num_frames != num_frames:
         raise ConfigError(
             f"{weights} takes {predictor.num_frames}-frame clips; {num_frames} frames were asked for: re-export "
@@ -72,6 +92,7 @@ def build_predictor(
     num_frames: int = 8,
     xprompt: str | Path | None = None,
     askg: str | Path | None = None,
+    quiet: bool = False,
     **options,
 ) -> Predictor:
     """A predictor for ``weights`` with the classes of ``classes`` / ``classifier`` / ``xprompt`` / ``askg`` (a
@@ -81,12 +102,22 @@ def build_predictor(
     weights: a checkpoint (any format :func:`stdd_fast.load_model` reads), an :class:`STDDModel` (moved to
     the device in place), or a ``stdd-export`` ``.onnx`` / ``.plan`` (its classes baked in; ``classifier=``
     is checked against them). ``num_frames``: the clip length (T of an exported or cached graph; what the
-    activation budget is sized for). ``predictor.backend_choice`` says which backend runs and why.
+    activation budget is sized for). ``predictor.backend_choice`` says which backend runs and why. One-time
+    work (an encoder graph built, the CPU backends measured) is announced on stderr before it starts, unless
+    ``quiet`` (or ``STDD_QUIET=1``: :mod:`stdd_fast.notices`).
     """
     config = PredictorConfig.of(config, **options)
     source = ClassSource.of(classes, classifier, xprompt=xprompt, askg=askg)
-    if exported_runtime(weights) is not None:
-        return _exported(weights, source, config, num_frames)
+    with notices.quiet(quiet):
+        if exported_runtime(weights) is not None:
+            return _exported(weights, source, config, num_frames)
+        return _loaded(weights, source, config, num_frames)
+
+
+def _loaded(
+    weights: str | Path | STDDModel, source: ClassSource, config: PredictorConfig, num_frames: int
+) -> Predictor:
+    """The predictor of a checkpoint or a model: the backend ``choose_backend`` picks, built."""
     device = resolve_device(config.device)
     model = _model(weights, config, device)
     choice = choose_backend(config, model, device, num_frames)
@@ -100,4 +131,5 @@ def build_predictor(
 
         predictor = TorchPredictor(model, clf, config, num_frames=num_frames)
     predictor.backend_choice = choice
+    predictor.checkpoint_info = getattr(model, "checkpoint_info", None)  # the file (a name: its sha256), format
     return predictor

@@ -19,15 +19,8 @@ import torch
 from stdd_fast.devices import resolve_precision
 from stdd_fast.errors import ConfigError
 from stdd_fast.model import STDDModel
-from stdd_fast.predict.config import PredictorConfig
+from stdd_fast.predict.config import PredictorConfig, exported_runtime
 from stdd_fast.predict.contract import BackendChoice
-
-EXPORTED_RUNTIMES = {".onnx": "onnxruntime", ".plan": "tensorrt"}
-
-
-def exported_runtime(weights: object) -> str | None:
-    """The runtime of a ``stdd-export`` file (``"onnxruntime"`` / ``"tensorrt"``), None for anything else."""
-    return EXPORTED_RUNTIMES.get(Path(weights).suffix) if isinstance(weights, str | Path) else None
 
 
 def choose_for_exported(config: PredictorConfig, weights: str | Path) -> BackendChoice:

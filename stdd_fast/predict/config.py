@@ -22,9 +22,15 @@ from stdd_fast.config import ArchConfig, STCAConfig
 from stdd_fast.errors import ConfigError
 
 FROM_CHECKPOINT = "checkpoint"  # stca=: the STCA settings the checkpoint recorded (default STCAConfig() if none)
+EXPORTED_RUNTIMES = {".onnx": "onnxruntime", ".plan": "tensorrt"}  # stdd-export files, by suffix: their runtime
 CUDA_GRAPHS = (True, False, "auto")
 PREDICTOR_ALIASES = {"memory_budget_mb": "activation_budget_mb"}  # the names the flat API has used
 _EXPORTED_ONLY = ("onnxruntime", "tensorrt")
+
+
+def exported_runtime(weights: object) -> str | None:
+    """The runtime of a ``stdd-export`` file (``"onnxruntime"`` / ``"tensorrt"``), None for anything else."""
+    return EXPORTED_RUNTIMES.get(Path(weights).suffix) if isinstance(weights, str | Path) else None
 
 
 def dtype_name(dtype: object) -> str:
@@ -172,7 +178,8 @@ class ClassSource:
             )
         if self.classes is not None:
             if not isinstance(self.classes, Sequence):
-                raise ConfigError(f"classes must be a list of names; got {type(self.classes).__name__}")
+                hint = "; a classifier goes in classifier=" if type(self.classes).__name__ == "Classifier" else ""
+                raise ConfigError(f"classes must be a list of names; got {type(self.classes).__name__}{hint}")
             object.__setattr__(self, "classes", tuple(self.classes))
         if self.xprompt is not None and self.askg is not None:
             raise ConfigError("pass xprompt= (a classes_xprompt_*.yml) or askg= (a classes_ASKG_*.yml), not both")
@@ -203,9 +210,10 @@ class ClassSource:
     def empty(self) -> bool:
         return self.classes is None and self.classifier is None and self.prompts is None
 
-    def require(self) -> ClassSource:
-        """This source, or ConfigError when it names no classes (where scores are needed)."""
-        if self.empty:
+    def require(self, weights: object = None) -> ClassSource:
+        """This source, or ConfigError when it names no classes (where scores are needed); ``weights``: an
+        exported ``.onnx`` / ``.plan`` scores the classes baked into it, so it needs none."""
+        if self.empty and exported_runtime(weights) is None:
             raise ConfigError(
                 "no classes: pass classes=[...], classifier=, xprompt= or askg= (on the command line --classes "
                 "'a,b,c', --classes-file F, --xprompt YAML, --askg YAML or --classifier ART)"

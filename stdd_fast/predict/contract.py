@@ -15,7 +15,8 @@ What a predictor says about itself, in one vocabulary: ``backend`` (what runs it
 ``"onnxruntime"``, ``"tensorrt"``), ``impl`` (always one of ``impl=``'s values: the STCA implementation
 it runs or traced), ``linear_format`` (None: the linear layers in the model's dtype; ``"fp8"``;
 ``"int8"``), ``backend_choice`` (the :class:`BackendChoice` record: what was chosen and why, with the
-times measured), ``setup_note`` (one-time work done when it was built, e.g. a graph built or found).
+times measured), ``setup_note`` (one-time work done when it was built, e.g. a graph built or found), ``decider`` (the
+current classifier's decisions, None when it makes none).
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ import torch
 
 from stdd_fast.checks import check_number
 from stdd_fast.config import ArchConfig
+from stdd_fast.decisions import Decider
 from stdd_fast.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One call's outputs: logits [B, K] (None without a classifier), embeddings [B, T, D], the K class names."""
+    """One call's outputs: logits [B, K] (None without a classifier), embeddings [B, T, D], the K class names,
+    and the decisions of the classifier the call scored with (:mod:`stdd_fast.decisions`; None: none)."""
 
     logits: torch.Tensor | None
     embeddings: torch.Tensor
     classes: tuple[str, ...] | None
+    decider: Decider | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class Predictor(Protocol):
 
     @property
     def classes(self) -> tuple[str, ...] | None: ...
+
+    @property
+    def decider(self) -> Decider | None:
+        """The current classifier's decisions (:mod:`stdd_fast.decisions`); None when it makes none."""
+        ...
 
     def predict(self, clips: torch.Tensor) -> Prediction: ...
 

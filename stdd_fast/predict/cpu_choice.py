@@ -29,7 +29,9 @@ import torch
 from stdd_fast.devices import cpu_model
 from stdd_fast.errors import StddError
 from stdd_fast.model import STDDModel
+from stdd_fast.notices import about, notice
 from stdd_fast.predict.contract import BackendChoice
+from stdd_fast.predict.estimates import choice_seconds
 from stdd_fast.user_cache import cache_root, read_small_file, write_atomically
 
 RECORD_NAME = "cpu_choice.json"
@@ -135,6 +137,11 @@ def measured_choice(model: STDDModel, num_frames: int) -> BackendChoice:
         encoders = _encoders(model, num_frames)
     except StddError as e:  # e.g. an encoder too big to cache: the torch path, saying why, not recorded
         return BackendChoice("torch", f"auto on the CPU: torch, because the ONNX Runtime path could not be built ({e})")
+    notice(
+        f"measuring which exact CPU path runs {model.arch.name} faster here, PyTorch or ONNX Runtime (once per "
+        f"machine, {about(choice_seconds(model, num_frames))}; recorded in {path}; STDD_BACKEND=torch|onnxruntime "
+        "skips it)"
+    )
     size = model.arch.image_size
     clip = torch.randn(1, num_frames, 3, size, size, generator=torch.Generator().manual_seed(0))
     ms = _time(encoders, clip)

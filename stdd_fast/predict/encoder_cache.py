@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +26,18 @@ from stdd_fast.errors import ExportError
 from stdd_fast.graphs.encoder import encoder_spec, export_encoder
 from stdd_fast.graphs.trace import DEFAULT_OPSET
 from stdd_fast.model import STDDModel
+from stdd_fast.notices import about, notice
+from stdd_fast.predict.estimates import graph_build_seconds
 from stdd_fast.user_cache import (
     cache_root,
     open_regular,
+    process_folder,
     read_small_file,
     say_once,
     writable_folder,
     write_atomically,
 )
 
-log = logging.getLogger("stdd_fast.predict")
 BUILDS = {"count": 0}  # encoder graphs built in this process (what the cache saves shows here)
 
 
@@ -105,12 +105,18 @@ def cached_encoder(
     if graph.is_dir() or record.is_dir():
         say_once(str(graph), f"{graph} (or its .json record) is a folder, not a cache entry: remove it")
     if graph.is_dir() or record.is_dir() or not writable_folder(folder, "encoder graphs"):
-        folder = Path(tempfile.mkdtemp(prefix="stdd-onnx-"))  # this process only: built again next time
+        folder = process_folder("onnx")  # this process only: built again by the next
         graph, record = folder / f"{key}.onnx", folder / f"{key}.json"
     note = _stale(graph, record)
     if not note:
         return CachedEncoder(graph, key, False, time.perf_counter() - start)
-    log.info("building the encoder graph %s (%s)", graph, note)
+    if quantize is None:
+        notice(
+            f"building the {model.arch.name} encoder graph for ONNX Runtime at {num_frames} frames ({note}; once per "
+            f"weights, {about(graph_build_seconds(model, num_frames))}): {graph}"
+        )
+    else:
+        notice(f"quantising the {model.arch.name} encoder graph's MatMul weights to {quantize} (once per weights)")
     partial = folder / f"{key}.{os.getpid()}.partial.onnx"
     try:
         if quantize is None:
@@ -124,6 +130,12 @@ def cached_encoder(
             raise ExportError(f"the {model.arch.name} encoder is over 2 GB: too big to cache; use stdd-export")
         os.replace(partial, graph)
         write_atomically(record, json.dumps({"sha256": _file_sha256(graph), "spec": spec}, indent=1) + "\n", "a record")
+    except OSError as e:  # a full disk, a folder gone read-only meanwhile: this process's folder, or say so
+        why = e.strerror or e
+        if folder == process_folder("onnx"):
+            raise ExportError(f"cannot write the encoder graph in {folder} ({why}): free disk space") from None
+        say_once(str(folder), f"cannot write encoder graphs in {folder} ({why}): running without it")
+        return cached_encoder(model, num_frames, process_folder("onnx"), impl, opset, quantize)
     finally:
         partial.unlink(missing_ok=True)
     return CachedEncoder(graph, key, True, time.perf_counter() - start, note)

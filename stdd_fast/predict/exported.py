@@ -14,6 +14,7 @@ import torch
 
 from stdd_fast.classifier import Classifier
 from stdd_fast.config import get_arch
+from stdd_fast.decisions import Decider
 from stdd_fast.devices import resolve_device
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.graphs.spec import ExportSpec
@@ -82,6 +83,8 @@ class ExportedPredictor(PredictorBase):
             )
         if classifier is not None:
             spec.check_classifier(classifier)
+        self.calibration = spec.decisions()
+        self._decider = None if self.calibration is None else Decider(spec.classes, spec.logit_scale, self.calibration)
         self.backend, self.spec, self.path = backend, spec, Path(path)
         self.dtype = spec.input_dtype
         self.image_size, self.num_frames = spec.image_size, spec.num_frames
@@ -99,6 +102,10 @@ class ExportedPredictor(PredictorBase):
     def classes(self) -> tuple[str, ...]:
         return tuple(self.spec.classes)
 
+    @property
+    def decider(self) -> Decider | None:
+        return self._decider
+
     def set_classifier(self, classifier: Classifier | None) -> None:
         raise ConfigError(
             f"{self.path} has its classifier baked in; to change the classes, re-export with the new classifier "
@@ -110,7 +117,7 @@ class ExportedPredictor(PredictorBase):
         outputs = self.in_chunks(self.runner, clips.to(self.device))
         scores = torch.cat([sc for sc, _ in outputs]).float()
         emb = torch.cat([e for _, e in outputs]).float()
-        return Prediction(scores, emb, self.classes)
+        return Prediction(scores, emb, self.classes, self._decider)
 
     def __repr__(self) -> str:
         return f"ExportedPredictor({self.backend}, {str(self.path)!r}, {len(self.classes)} classes)"

@@ -77,7 +77,9 @@ class OnnxEncoderPredictor(ScoredInTorch):
             model.arch, torch.float32, num_frames, config.activation_budget_mb
         )
         self._score_impl = "reference"
-        self._slot = ClassifierSlot(self.device, model.arch.embed_dim, text_tower_fingerprint(model))
+        self.visual = model.visual_fingerprint()
+        tower = text_tower_fingerprint(model)
+        self._slot = ClassifierSlot(self.device, model.arch.embed_dim, tower, self.logit_scale, self.visual)
         self._slot.set(classifier)
 
     def _input(self, clips: torch.Tensor) -> torch.Tensor:

@@ -16,17 +16,20 @@ import torch
 
 from stdd_fast import ops
 from stdd_fast.classifier import Classifier
-from stdd_fast.errors import ConfigError
+from stdd_fast.decisions import Decider, check_calibrated_for
+from stdd_fast.errors import ClassifierError, ConfigError
 from stdd_fast.predict.contract import Prediction, PredictorBase, check_clips
 
 
 @dataclass(frozen=True)
 class Head:
-    """One classifier as scored: its artifact, class names and weights [K, N, D] | [K, D] (fp32, on the device)."""
+    """One classifier as scored: its artifact, class names and weights [K, N, D] | [K, D] (fp32, on the device),
+    and its decisions (:mod:`stdd_fast.decisions`; None when it carries none)."""
 
     classifier: Classifier | None = None
     classes: tuple[str, ...] | None = None
     weights: torch.Tensor | None = None
+    decider: Decider | None = None
 
     def score(self, embeddings: torch.Tensor, logit_scale: torch.Tensor, impl: str) -> torch.Tensor | None:
         """Logits [B, K] of frame embeddings [B, T, D] (None without a classifier)."""
@@ -36,10 +39,21 @@ class Head:
 
 
 class ClassifierSlot:
-    """The current :class:`Head` of a predictor; ``embed_dim`` / ``text_tower`` check every classifier set."""
+    """The current :class:`Head` of a predictor. ``embed_dim`` / ``text_tower`` check every classifier set;
+    ``logit_scale`` (log tau) is what its decisions scale scores by; ``visual`` (the model's
+    :meth:`~stdd_fast.model.STDDModel.visual_fingerprint`) checks that calibrated thresholds were measured
+    with this model."""
 
-    def __init__(self, device: torch.device, embed_dim: int, text_tower: str | None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        embed_dim: int,
+        text_tower: str | None,
+        logit_scale: torch.Tensor | float,
+        visual: str | None = None,
+    ) -> None:
         self.device, self.embed_dim, self.text_tower = device, embed_dim, text_tower
+        self.logit_scale, self.visual = logit_scale, visual
         self.head = Head()
         self._lock = threading.Lock()
 
@@ -48,8 +62,12 @@ class ClassifierSlot:
         if classifier is not None:
             if not isinstance(classifier, Classifier):
                 raise ConfigError(f"classifier must be a Classifier or None; got {type(classifier).__name__}")
+            if classifier.num_classes == 0:  # every score would be empty: a run without labels, never an error
+                raise ClassifierError("the classifier has 0 classes: build one with classes (stdd build-classifier)")
             classifier.check_compatible(self.embed_dim, self.text_tower)
-            head = Head(classifier, tuple(classifier.classes), classifier.weights.to(self.device, torch.float32))
+            check_calibrated_for(classifier, self.visual)
+            weights = classifier.weights.to(self.device, torch.float32)
+            head = Head(classifier, tuple(classifier.classes), weights, classifier.decider(self.logit_scale))
         else:
             head = Head()
         with self._lock:
@@ -75,7 +93,8 @@ class ScoredInTorch(PredictorBase):
         check_clips(clips, self.image_size, self.num_frames)
         head = self._slot.head  # this call's classifier, whatever set_classifier does meanwhile
         emb = torch.cat(self.in_chunks(self._encode, self._input(clips)))  # [B, T, D] float32
-        return Prediction(head.score(emb, self.logit_scale, self._score_impl), emb, head.classes)  # logits [B, K]
+        logits = head.score(emb, self.logit_scale, self._score_impl)  # [B, K]
+        return Prediction(logits, emb, head.classes, head.decider)
 
     @property
     def classes(self) -> tuple[str, ...] | None:
@@ -84,6 +103,10 @@ class ScoredInTorch(PredictorBase):
     @property
     def classifier(self) -> Classifier | None:
         return self._slot.head.classifier
+
+    @property
+    def decider(self) -> Decider | None:
+        return self._slot.head.decider
 
     def set_classifier(self, classifier: Classifier | None) -> None:
         """Score with ``classifier`` from the next call on (None: embeddings only); checked against the model."""

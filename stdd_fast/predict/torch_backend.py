@@ -60,6 +60,7 @@ class TorchPredictor(ScoredInTorch):
         # the text tower's identity, taken at full precision (a classifier must come from the same tower)
         full_precision = all(p.dtype == torch.float32 for p in model.parameters())
         self.text_tower = text_tower_fingerprint(model) if full_precision else None
+        self.visual = model.visual_fingerprint()  # before any cast: the same in fp32 and bf16
         # the linear format last: it checks the impl and the device it will run on
         model = model.to(device=self.device, dtype=self.dtype).eval().set_linear_format(None).set_impl(config.impl)
         self.model = model.set_linear_format(self.linear_format).set_gemm(config.gemm)
@@ -77,7 +78,7 @@ class TorchPredictor(ScoredInTorch):
             mode = "default" if config.compile is True else config.compile
             encoder = _eager_first(encoder, torch.compile(encoder, mode=mode))
         self._encoder = CudaGraphed(encoder, self.device) if self.cuda_graphs else encoder
-        self._slot = ClassifierSlot(self.device, model.arch.embed_dim, self.text_tower)
+        self._slot = ClassifierSlot(self.device, model.arch.embed_dim, self.text_tower, self.logit_scale, self.visual)
         self._slot.set(classifier)
 
     def _input(self, clips: torch.Tensor) -> torch.Tensor:

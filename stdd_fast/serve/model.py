@@ -10,7 +10,8 @@ video files, any container/codec FFmpeg reads) and optionally ``TOP_K`` (INT32 [
 :class:`VideoService` then
 
 1. writes each file to the instance's scratch folder (bounded by ``max_video_mb``) and refuses
-   empty ones and videos of fewer than ``min_frames`` frames;
+   empty ones, videos of fewer than ``min_frames`` frames and videos whose decoding would take more
+   than the decode memory budget (read from the header, before any decoding);
 2. loads all of them with the :class:`~stdd_fast.video.loader.VideoLoader` (the official
    sampling; PyAV, or DALI on a GPU), decoded ahead on its threads;
 3. runs the predictor on the clips of all good videos together
@@ -29,6 +30,7 @@ import itertools
 import json
 import os
 import shutil
+import struct
 import tempfile
 import types
 import typing
@@ -41,17 +43,18 @@ import torch
 
 from stdd_fast.checks import check_int, check_number
 from stdd_fast.config import ArchConfig
+from stdd_fast.decisions import Detection, check_views
 from stdd_fast.errors import ConfigError, StddError, VideoError
 from stdd_fast.head import rank_views
 from stdd_fast.predict.batching import PredictedVideo, predict_videos
 from stdd_fast.predict.config import RESOLVED_WHERE_BUILT, PredictorConfig
 from stdd_fast.video.config import DecodeConfig, SamplingConfig
 from stdd_fast.video.loader import VideoLoader
-from stdd_fast.video.pyav import probe
+from stdd_fast.video.pyav import decode_bytes, probe
 
 DEFAULT_TOP_K = 5
 INPUT_VIDEO, INPUT_TOP_K = "VIDEO", "TOP_K"
-OUTPUT_LABELS, OUTPUT_SCORES = "LABELS", "SCORES"
+OUTPUT_LABELS, OUTPUT_SCORES, OUTPUT_DETECTED = "LABELS", "SCORES", "DETECTED"
 SCRATCH_ENV = "STDD_SERVE_SCRATCH"  # where instances write request files (set by serve.server)
 
 
@@ -156,16 +159,22 @@ def _value(kind: type, name: str, text: str, key: str) -> object:
 
 @dataclass(frozen=True)
 class Ranked:
-    """One video's top-k: class names, best first, and their scores (``VideoResult.labels`` / ``.scores``)."""
+    """One video's top-k: class names, best first, and their scores (``VideoResult.labels`` / ``.scores``); and
+    the classes it shows (``VideoResult.detected``; None when the classifier carries no decisions)."""
 
     labels: list[str]
     scores: list[float]
+    detected: list[Detection] | None = None
+
+    def detected_json(self) -> bytes:
+        """``DETECTED``: a JSON list of ``{label, score, threshold, confidence}``, ``null`` without decisions."""
+        return json.dumps(None if self.detected is None else [d.to_dict() for d in self.detected]).encode()
 
 
 def rank(p: PredictedVideo, top_k: int) -> Ranked:
     """A video's ranking from its view logits [V, K] (:func:`~stdd_fast.head.rank_views`, as the Engine ranks)."""
     ranked = rank_views(p.logits, top_k)
-    return Ranked([p.classes[i] for i in ranked.top], ranked.scores)
+    return Ranked([p.classes[i] for i in ranked.top], ranked.scores, p.detected)
 
 
 def read_request(videos: np.ndarray, top_k: np.ndarray | None) -> tuple[list[bytes], int]:
@@ -187,6 +196,22 @@ def read_request(videos: np.ndarray, top_k: np.ndarray | None) -> tuple[list[byt
     if values[0] < 1:
         raise ConfigError(f"{INPUT_TOP_K}={values[0]}: must be >= 1 (how many classes to return per video)")
     return files, values[0]
+
+
+def _as_numpy(tensor, name: str) -> np.ndarray | None:
+    """A request input's array (None when absent); ConfigError when its data does not decode as what it declares."""
+    if tensor is None:
+        return None
+    try:
+        return tensor.as_numpy()
+    except struct.error:  # Triton's BYTES reader: raw bytes, not length-prefixed elements
+        why = "its data is not BYTES elements (each is a 4-byte little-endian length, then that many bytes)"
+    except ValueError:  # the elements do not fill the shape the request declares
+        why = "its data holds another number of elements than its declared shape"
+    raise ConfigError(
+        f"{name}: {why}; send {INPUT_VIDEO} as BYTES [n, 1] (one video file an element) and {INPUT_TOP_K} as "
+        "INT32 [n, 1] (tritonclient's InferInput.set_data_from_numpy writes them so)"
+    )
 
 
 def _public(error: StddError, path: Path, row: int) -> StddError:
@@ -218,6 +243,7 @@ class VideoService:
         self.predictor = build_predictor(
             weights, classifier=classifier, config=config, num_frames=settings.sampling.num_frames
         )
+        check_views(self.predictor, settings.sampling)
         if not self.predictor.classes:
             raise ConfigError(f"{weights}: the stdd model needs classes: write the repository with a classifier")
         self.loader = VideoLoader(settings.sampling, settings.decode, self.predictor.image_size, self.predictor.device)
@@ -241,22 +267,31 @@ class VideoService:
         path = self._scratch / f"{next(self._names)}.video"
         path.write_bytes(data)
         try:
-            self._check_length(path, row)
+            self._check_header(path, row)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return path
 
-    def _check_length(self, path: Path, row: int) -> None:
-        floor = self.settings.frame_floor
-        if floor <= 1:
-            return
+    def _check_header(self, path: Path, row: int) -> None:
+        """What the file's header and packet index tell, before the request waits for decoding: enough frames,
+        and a decode that fits the memory budget (a 200 KB file may claim 8192x8192 frames)."""
         try:
             info = probe(path)
         except StddError as e:
             raise _public(e, path, row) from None
+        decode = self.settings.decode
+        distinct = torch.unique(self.settings.sampling.indices(info)).numel()
+        needed = sum(decode_bytes(info, distinct, decode.threads))
+        if needed > decode.frame_budget_mb * 2**20:
+            raise VideoError(
+                f"{INPUT_VIDEO}[{row}] is a {info.width}x{info.height} video: decoding it needs about "
+                f"{needed / 2**20:.0f} MiB, over this server's decode memory budget of {decode.frame_budget_mb:g} MiB "
+                "per video (stdd serve --frame-budget-mb)"
+            )
+        floor = self.settings.frame_floor
         frames = min(info.num_frames, info.indexed_frames)
-        if frames < floor:
+        if floor > 1 and frames < floor:
             raise VideoError(
                 f"{INPUT_VIDEO}[{row}] has {frames} frame(s), fewer than this server's minimum of {floor} "
                 f"(one clip of {self.settings.sampling.num_frames} frames; stdd serve --min-frames 1 accepts it)"
@@ -315,7 +350,7 @@ class TritonPythonModel:
             try:
                 if videos is None:  # Triton lets a request with only the optional input through
                     raise ConfigError(f"the request has no {INPUT_VIDEO} input: send the files as BYTES [n, 1]")
-                read.append(read_request(videos.as_numpy(), None if top_k is None else top_k.as_numpy()))
+                read.append(read_request(_as_numpy(videos, INPUT_VIDEO), _as_numpy(top_k, INPUT_TOP_K)))
             except StddError as e:
                 read.append(e)
         answers = iter(self.service.classify([r for r in read if not isinstance(r, StddError)]))
@@ -330,7 +365,9 @@ class TritonPythonModel:
             return pb.InferenceResponse(output_tensors=[], error=error)
         labels = np.array([[name.encode() for name in r.labels] for r in answer], dtype=np.object_)  # [n, k]
         scores = np.array([r.scores for r in answer], dtype=np.float32)  # [n, k]
-        return pb.InferenceResponse([pb.Tensor(OUTPUT_LABELS, labels), pb.Tensor(OUTPUT_SCORES, scores)])
+        detected = np.array([[r.detected_json()] for r in answer], dtype=np.object_)  # [n, 1]
+        outputs = (OUTPUT_LABELS, labels), (OUTPUT_SCORES, scores), (OUTPUT_DETECTED, detected)
+        return pb.InferenceResponse([pb.Tensor(name, value) for name, value in outputs])
 
     def finalize(self) -> None:
         self.service.close()

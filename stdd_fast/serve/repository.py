@@ -28,7 +28,14 @@ from typing import Literal, get_args
 from stdd_fast.checks import check_int
 from stdd_fast.classifier import Classifier
 from stdd_fast.errors import CheckpointError, ConfigError, choice_error
-from stdd_fast.serve.model import INPUT_TOP_K, INPUT_VIDEO, OUTPUT_LABELS, OUTPUT_SCORES, ServingSettings
+from stdd_fast.serve.model import (
+    INPUT_TOP_K,
+    INPUT_VIDEO,
+    OUTPUT_DETECTED,
+    OUTPUT_LABELS,
+    OUTPUT_SCORES,
+    ServingSettings,
+)
 from stdd_fast.serve.triton_repo import check_label_names, check_model_name, pbtxt_string
 
 SERVING_MODEL = "stdd"
@@ -88,7 +95,8 @@ def render_serving_config(
         "]\n"
         "output [\n"
         f'  {{\n    name: "{OUTPUT_LABELS}"\n    data_type: TYPE_STRING\n    dims: [ -1 ]\n  }},\n'
-        f'  {{\n    name: "{OUTPUT_SCORES}"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n  }}\n'
+        f'  {{\n    name: "{OUTPUT_SCORES}"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n  }},\n'
+        f'  {{\n    name: "{OUTPUT_DETECTED}"\n    data_type: TYPE_STRING\n    dims: [ 1 ]\n  }}\n'
         "]\n"
         "dynamic_batching {\n"
         f"  max_queue_delay_microseconds: {max_queue_delay_us}\n"

@@ -4,7 +4,9 @@ Which binary (:func:`find_tritonserver`): ``--tritonserver PATH``; else ``triton
 (NVIDIA's container, its backends in ``/opt/tritonserver/backends``); else the one the
 ``nvidia-pytriton`` wheel bundles, which has the Python backend only. For that one the server gets
 what pytriton gives it: the wheel's libraries on ``LD_LIBRARY_PATH`` and a backend folder whose
-``python/`` holds the backend with the stub built for this interpreter's Python version.
+``python/`` holds the backend with the stub built for this interpreter's Python version. Whichever
+it is, :func:`check_numpy_support` reads its version before anything starts and refuses a server
+known to fail every request beside the numpy installed here (a Python backend built for numpy 1).
 
 :class:`TritonServer` runs it on the given address and ports (loopback by default), waits for
 readiness with a bounded loop, and stops
@@ -150,6 +152,60 @@ class TritonBinary:
             return []
         return sorted(d.name for d in folder.iterdir() if (d / f"libtriton_{d.name}.so").is_file())
 
+    def environment(self) -> dict[str, str]:
+        """This process's environment, with the bundled binary's libraries on LD_LIBRARY_PATH."""
+        env = dict(os.environ)
+        if self.library_dir is not None:
+            paths = (env.get("LD_LIBRARY_PATH"), str(self.library_dir))
+            env["LD_LIBRARY_PATH"] = ":".join(p for p in paths if p)
+        return env
+
+    def version(self, timeout_s: float = 60.0) -> str | None:
+        """The version the binary reports (the ``server_version`` row of the table it prints at start), or None.
+
+        Read from a run on a repository that does not exist: Triton prints its table and exits at once.
+        """
+        with tempfile.TemporaryDirectory(prefix="stdd-triton-version-") as folder:
+            command = [str(self.path), f"--model-repository={Path(folder) / 'absent'}", "--allow-http=false",
+                       "--allow-grpc=false", "--allow-metrics=false"]  # fmt: skip
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, errors="replace", env=self.environment(),
+                    timeout=timeout_s, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+        found = _VERSION_ROW.search(done.stdout + done.stderr)
+        return found.group(1) if found else None
+
+
+_VERSION_ROW = re.compile(r"^\|\s*server_version\s*\|\s*(\S+)\s*\|", re.M)
+# The Python-backend stub of Triton releases before 2.53 was built with pybind11 < 2.12, which reads numpy 2
+# arrays wrongly: with numpy 2 beside it every request with a BYTES input (every video) fails with "unpack_from
+# requires a buffer of at least ... bytes" in deserialize_bytes_tensor (python_backend PR #384, October 2024;
+# Triton 2.51 and 2.52 list numpy 2 as a known issue). nvidia-pytriton bundles such a server (0.5.7: 2.45, 0.7: 2.51).
+NUMPY2_FROM = (2, 53)
+
+
+def check_numpy_support(binary: TritonBinary, numpy_version: str | None = None) -> str | None:
+    """The binary's version (None: it did not say); BackendUnavailableError when it is known not to work with the
+    numpy installed here (``numpy_version``: that numpy's version, default the one this interpreter imports), which
+    the model's stub imports from this environment."""
+    version = binary.version()
+    if numpy_version is None:
+        import numpy
+
+        numpy_version = numpy.__version__
+    release = tuple(int(p) for p in re.findall(r"\d+", version or "")[:2])
+    if len(release) == 2 and release < NUMPY2_FROM and int(numpy_version.split(".")[0]) >= 2:
+        raise BackendUnavailableError(
+            f"tritonserver {version} ({binary.path}) cannot serve beside numpy {numpy_version}: its Python backend "
+            f"was built for numpy 1, so every request would fail; install numpy<2 (pip install 'numpy<2'; from a "
+            f"checkout pip install -e '.[serve]' holds it there) or run a tritonserver >= "
+            f"{'.'.join(map(str, NUMPY2_FROM))} (--tritonserver)"
+        )
+    return version
+
 
 def _binary_at(path: Path, what: str) -> TritonBinary:
     if not (path.is_file() and os.access(path, os.X_OK)):
@@ -282,11 +338,8 @@ class TritonServer:
     def _environment(self) -> dict[str, str]:
         from stdd_fast.serve.model import SCRATCH_ENV
 
-        env = dict(os.environ)
+        env = self.binary.environment()
         env[SCRATCH_ENV] = str(self.workdir / "scratch")
-        if self.binary.library_dir is not None:
-            paths = (env.get("LD_LIBRARY_PATH"), str(self.binary.library_dir))
-            env["LD_LIBRARY_PATH"] = ":".join(p for p in paths if p)
         return env
 
     def _backend_folder(self) -> None:

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Literal, get_args
 
+from stdd_fast.checks import check_int
 from stdd_fast.errors import ConfigError, choice_error
 from stdd_fast.graphs.plan import read_sidecar, sidecar_spec
 from stdd_fast.graphs.spec import INPUT_NAME, ExportSpec, read_onnx_spec
@@ -157,8 +158,13 @@ def write_triton_repo(
     if instance_kind not in INSTANCE_KINDS:
         raise choice_error("Triton instance kind", instance_kind, INSTANCE_KINDS)
     check_model_name(name)
-    if isinstance(version, bool) or not (isinstance(version, int) and version >= 1):
-        raise ConfigError(f"Triton model version {version!r}: must be an int >= 1")
+    check_int("Triton model version", version)
+    # values Triton would reject at load time, or read as something else: refused here, where the flag is known
+    check_int("instance_count", instance_count, hint="--instance-count: model instances, at least one")
+    check_int("max_queue_delay_us", max_queue_delay_us, low=0, hint="--max-queue-delay-us: microseconds")
+    check_int("max_batch_size", max_batch_size, optional=True, hint="--max-batch")
+    for size in preferred_batch_sizes:
+        check_int("preferred batch size", size, hint="--preferred-batch")
 
     if model_file.suffix == ".onnx":
         spec, platform, target = read_onnx_spec(model_file), "onnxruntime_onnx", "model.onnx"
@@ -172,8 +178,6 @@ def write_triton_repo(
         if kind == "cpu":
             raise ConfigError("a TensorRT plan runs on a GPU only; use instance_kind 'gpu' or 'auto'")
     max_batch = default_max if max_batch_size is None else max_batch_size
-    if not (isinstance(max_batch, int) and max_batch >= 1):
-        raise ConfigError(f"max_batch_size={max_batch!r}: must be an int >= 1")
     if limit is not None and max_batch > limit:
         raise ConfigError(
             f"max_batch_size={max_batch} exceeds the plan's optimisation profile (max batch {limit}); "

@@ -10,6 +10,7 @@ from typing import Literal
 from stdd_fast.checks import check_int, check_number
 from stdd_fast.choices import BACKPRESSURE, Backpressure
 from stdd_fast.errors import ConfigError, choice_error
+from stdd_fast.stream.gate import DEFAULT_MOTION_GATE
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,9 @@ class StreamConfig:
     failure. retry_delay: seconds before reopening. fps: the source frame rate (None: from the
     source). max_delay: seconds the model waits to fill a batch. realtime: pace sources by their
     timestamps (a file plays as a live stream would). source_format / source_options: PyAV's
-    ``av.open`` ``format=`` and ``options=`` (e.g. "v4l2", {"rtsp_transport": "tcp"}).
+    ``av.open`` ``format=`` and ``options=`` (e.g. "v4l2", {"rtsp_transport": "tcp"}). motion_gate: the mean
+    absolute difference of normalised clips below which a window carries the last scored window's result
+    instead of running the model (:mod:`stdd_fast.stream.gate`; None: score every window).
     """
 
     window: Span | None = None
@@ -78,6 +81,7 @@ class StreamConfig:
     fps: float | None = None
     max_delay: float = 0.0
     realtime: bool = False
+    motion_gate: float | None = DEFAULT_MOTION_GATE
     source_format: str | None = None
     source_options: dict[str, str] = field(default_factory=dict)
 
@@ -95,6 +99,7 @@ class StreamConfig:
             check_number(name, getattr(self, name), strict=False, unit="seconds")
         check_number("stall_timeout", self.stall_timeout, unit="seconds")
         check_number("fps", self.fps, optional=True, hint="None: from the source")
+        check_number("motion_gate", self.motion_gate, optional=True, hint="None: score every window")
 
     @classmethod
     def from_options(

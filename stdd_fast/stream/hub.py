@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from stdd_fast.errors import ConfigError, NonFiniteError, StddError, StreamError
+from stdd_fast.errors import ClassifierError, ConfigError, NonFiniteError, StddError, StreamError
 from stdd_fast.numerics import all_finite
 from stdd_fast.predict.contract import Predictor
 from stdd_fast.results import WindowResult
 from stdd_fast.stream.config import StreamConfig
+from stdd_fast.stream.gate import MotionGate
 from stdd_fast.stream.sources import POLL, Connection, Source, put_until
 from stdd_fast.stream.windows import CutWindow, WindowCutter, WindowError
 from stdd_fast.video.config import SamplingConfig
@@ -42,7 +43,8 @@ from stdd_fast.video.transforms import transform_frames
 class StreamStats:
     """Counters of a :class:`WindowStream` run.
 
-    streams: per stream name, ``frames`` accepted, ``windows`` scored, ``dropped`` windows,
+    streams: per stream name, ``frames`` accepted, ``windows`` with a result, ``skipped`` of them (the motion
+    gate carried the previous result forward: :mod:`stdd_fast.stream.gate`), ``dropped`` windows,
     ``out_of_order`` frames dropped, ``resets`` of the source's clock, ``reconnects``,
     ``max_buffered`` frames held at once, ``ended`` ("end of source", "closed" or "error") and
     ``error`` (None or its message). model_calls: batched predictor calls; shared_calls: calls
@@ -93,7 +95,8 @@ class _StreamWorker:
     def __init__(self, key: int, name: str, source: Source, hub: _Hub, cutter: WindowCutter, config: StreamConfig):
         self.key, self.name, self.hub, self.cutter, self.config = key, name, hub, cutter, config
         self.connection = Connection(name, source, config, hub.stopped)
-        self.windows = 0  # windows scored
+        self.gate = MotionGate(config.motion_gate)
+        self.windows = 0  # windows with a result (scored, or carried forward by the motion gate)
         self.dropped_total = 0
         self.error: StddError | None = None
         self.ended = "running"
@@ -158,6 +161,7 @@ class _StreamWorker:
             "resets": c.resets,
             "reconnects": self.connection.reconnects,
             "max_buffered": c.max_buffered,
+            "skipped": self.gate.skipped,
             "ended": self.ended,
             "error": None if self.error is None else str(self.error),
         }
@@ -244,9 +248,7 @@ class WindowStream:
         try:
             while live and not hub.stopped.is_set():
                 items = self._gather(len(live))
-                windows = [i for i in items if isinstance(i, _Window)]
-                scored = self._score(windows) if windows else None
-                row = 0
+                results = self._results_of([i for i in items if isinstance(i, _Window)])
                 for item in items:
                     if isinstance(item, _End):
                         live.discard(item.worker.key)
@@ -254,8 +256,7 @@ class WindowStream:
                         if item.error is not None:
                             yield self._emit(WindowResult(item.worker.name, -1, error=item.error))
                         continue
-                    yield self._emit(self._result(item, scored, row))
-                    row += 1
+                    yield self._emit(results[id(item)])
                     if hub.stopped.is_set():
                         return
         finally:
@@ -290,6 +291,34 @@ class WindowStream:
                 break
         return items
 
+    def _results_of(self, windows: list[_Window]) -> dict[int, WindowResult]:
+        """Each window's result: the model's, or, for a still window, its stream's reference window's carried
+        forward by the motion gate (the reference may be scored in this same call)."""
+        classifier = getattr(self.predictor, "classifier", None)
+        carried, to_score = {}, []
+        for w in windows:
+            gate = w.worker.gate
+            if gate.still(w.cut.clip, classifier):
+                # the reference's result now: a later window of this call may become the reference
+                carried[id(w)] = (gate.key, gate.result_of(gate.key))
+            else:
+                to_score.append(w)
+                gate.refer(w.cut.clip, classifier, id(w))
+        scored = self._score(to_score) if to_score else None
+        decided = _decisions(scored)
+        found = None if decided is None else decided.per_row(scored.classes)
+        results = {}
+        for row, w in enumerate(to_score):
+            decisions = {} if decided is None else {"detected": found[row], "confidences": decided.confidence[row]}
+            results[id(w)] = self._result(w, scored, row, decisions)
+            w.worker.gate.scored(id(w), results[id(w)])
+        for w in windows:
+            if id(w) in carried:
+                key, earlier = carried[id(w)]  # earlier: scored in a previous call; else in this one
+                results[id(w)] = w.worker.gate.carry(w.cut, earlier if earlier is not None else results[key])
+                w.worker.windows += 1
+        return results
+
     def _score(self, windows: list[_Window]):
         """One predictor call for the windows: its Prediction (logits [B, K] and the classes they name)."""
         clips = torch.stack([w.cut.clip for w in windows])  # [B, T, 3, S, S]
@@ -300,14 +329,18 @@ class WindowStream:
             self.stats.shared_calls += 1
         return prediction
 
-    def _result(self, window: _Window, scored, row: int) -> WindowResult:
+    def _result(self, window: _Window, scored, row: int, decisions: dict) -> WindowResult:
         w, cut = window.worker, window.cut
-        logits = scored.logits[row].float().cpu()  # [K]
-        names = scored.classes
-        if not all_finite(logits, scored.embeddings[row]):
+        error = None
+        if scored.logits is None:  # the predictor's classifier was taken away while the stream ran
+            error = ClassifierError(f"{w.name}: window {cut.index}: no classifier to score it with (set_classifier)")
+        elif not all_finite(scored.logits[row], scored.embeddings[row]):
             error = NonFiniteError(f"{w.name}: window {cut.index}: the model produced NaN/Inf scores")
+        if error is not None:
             return WindowResult(w.name, cut.index, cut.start_frame, cut.end_frame, cut.start_time, cut.end_time,
                                 cut.frames, error=error)  # fmt: skip
+        logits = scored.logits[row].float().cpu()  # [K]
+        names = scored.classes
         top = logits.topk(min(self.config.top_k, len(names)))
         w.windows += 1
         return WindowResult(
@@ -324,9 +357,17 @@ class WindowStream:
             logits=logits,
             latency=time.monotonic() - cut.arrival,
             dropped=w.take_dropped(),
+            **decisions,
         )
 
     def _emit(self, result: WindowResult) -> WindowResult:
         if self.callback is not None:
             self.callback(result)
         return result
+
+
+def _decisions(scored):
+    """The decisions of every window of a call at once (a window is one view): a [B, K] Decision, or None."""
+    if scored is None or scored.decider is None or scored.logits is None:
+        return None
+    return scored.decider.decisions(scored.logits[:, None], scored.embeddings[:, None])

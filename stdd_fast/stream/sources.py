@@ -163,6 +163,10 @@ class Connection:
         self._open = opener(source, config)
         self._one_shot = one_shot(source)
         self._last_reason = ""
+        # a local file (not a URL, nor a device or filter named with source_format): when it does not exist, a
+        # reopen cannot bring it back, so that stream ends at its first failure
+        local = isinstance(source, str | Path) and "://" not in str(source) and config.source_format is None
+        self._local_file = Path(source) if local else None
 
     def items(self) -> Iterator[tuple[str, object]]:
         failures = 0  # connections in a row that brought no new frame
@@ -215,13 +219,17 @@ class Connection:
         reason = str(e) if isinstance(e, Stalled | StddError | _StillBlocked) else f"{type(e).__name__}: {e}"
         reason = reason.removeprefix(f"{self.name}: ")  # the StreamError names the stream already
         self._last_reason = reason.split("; ")[0]
-        if self._one_shot or failures > self.config.max_retries:
-            how = (
-                "the source is a one-shot iterator and cannot be reopened (pass a callable that "
-                "returns a new iterator to allow reconnects)"
-                if self._one_shot
-                else f"gave up after {self.reconnects} reconnect(s) without a new frame"
-            )
+        missing = self._local_file is not None and not self._local_file.exists()
+        if self._one_shot or missing or failures > self.config.max_retries:
+            if missing:
+                reason, how = "no such file", "a local path that does not exist is not reopened"
+            elif self._one_shot:
+                how = (
+                    "the source is a one-shot iterator and cannot be reopened (pass a callable that returns a new "
+                    "iterator to allow reconnects)"
+                )
+            else:
+                how = f"gave up after {self.reconnects} reconnect(s) without a new frame"
             error = StreamError(f"{self.name}: {reason} ({how})")
             error.__cause__ = None if isinstance(e, Stalled | _StillBlocked) else e
             raise error

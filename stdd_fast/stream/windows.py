@@ -174,6 +174,9 @@ class WindowCutter:
     def _reset(self) -> None:
         self.resets += 1
         self.discarded += len(self._starts)
+        # frames held for the frame-rate estimate ran on the old clock: timed with the new one they would give
+        # a rate from timestamps that go back (negative, or a division by zero); they are dropped, as windows are
+        self.frames, self._held = self.frames + len(self._held), []
         self._origin = self.frames
         self._buffer.clear()
         self._starts.clear()
@@ -220,6 +223,12 @@ class WindowCutter:
         """Why this stream cut no window (for the message that ends it)."""
         if self.frames == 0 and not self._held:
             return "the source gave no frame"
+        if self.out_of_order > self.frames:
+            return (
+                f"its timestamps do not increase: {self.out_of_order} frames came with a time not after the previous "
+                f"one's ({self.resets} clock resets, {self.frames} frames kept); give the frames increasing timestamps "
+                "(seconds)"
+            )
         if self.layout is None:
             return f"it ended after {self.frames} frame(s), before the frame rate was known; pass fps="
         span = self.layout.span

@@ -43,7 +43,8 @@ class VideoInfo:
     width: int
     height: int
     codec: str
-    pix_fmt: str = ""  # the decoder's pixel format (e.g. "yuv420p"), "" when the header does not say
+    pix_fmt: str = ""  # the decoder's pixel format (e.g. "yuv420p"); "" when the header does not say or the
+    # claimed frame is too big to decode while reading it (video.pyav.PROBE_FRAME_BYTES)
 
     @property
     def duration_known(self) -> bool:

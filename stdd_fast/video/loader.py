@@ -9,8 +9,11 @@ normalises). A file DALI cannot decode is decoded with PyAV, and its result says
 that fails carries its typed error; the others are unaffected.
 
 Memory per video is bounded before decoding: the distinct sampled frames, as uint8 RGB at the
-header's size, must fit ``DecodeConfig.frame_budget_mb`` (frames shared by overlapping views are decoded and
-transformed once), and frames become float a chunk at a time.
+header's size, and the frames the decoder holds on the way (reference frames, two per frame thread,
+in its pixel format: :func:`~stdd_fast.video.pyav.decode_bytes`) must fit
+``DecodeConfig.frame_budget_mb`` (frames shared by overlapping views are decoded and transformed
+once), and frames become float a chunk at a time. ``workers`` videos decode at once, so a loader
+holds at most ``workers`` budgets.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ uses, and then the two are bit-identical (see ``YUV_TO_RGB`` below).
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import math
+import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +42,15 @@ from stdd_fast.video.info import VideoInfo, frame_indices
 # interpolated to full resolution with exact rounding: the flags DALI's CPU video decoder passes to
 # swscale, so PyAV then returns DALI's pixels bit for bit.
 _REWIND = object()  # seek target meaning "the start of the file"
+# What the decoder holds besides the frames a read keeps, in frames of the decoded size: up to 16
+# reference frames (H.264's and HEVC's most; a header may claim them all), two per frame-threading
+# thread (measured: 8 threads held 17 frames of a 4096x4096 stream) and the one being converted.
+REFERENCE_FRAMES = 16
+UNKNOWN_PIXEL_BYTES = 6  # a decoder format the header does not name: as much as 16-bit 4:4:4
+# FFmpeg decodes a first frame while it reads a header, to learn the pixel format: a claimed frame
+# at most this big (4K) is worth that; a bigger claim is read without decoding (format unknown).
+PROBE_FRAME_BYTES = 64 * 2**20
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _sws_flags(yuv_to_rgb: str) -> int | None:
@@ -57,8 +70,42 @@ def _av_errors() -> tuple[type[BaseException], ...]:
     return (av.error.FFmpegError, OSError, ValueError)
 
 
+def decoded_frame_bytes(pix_fmt: str, width: int, height: int) -> int:
+    """Bytes of one frame as the decoder holds it: its pixel format's planes at this size."""
+    import av
+
+    try:
+        planes = av.VideoFormat(pix_fmt, width, height).components
+    except (ValueError, TypeError):
+        return UNKNOWN_PIXEL_BYTES * width * height
+    return sum(c.width * c.height * math.ceil(c.bits / 8) for c in planes)
+
+
+def frame_threads(threads: int | None) -> int:
+    """Threads decoding frames in parallel (each holds frames): none with FFmpeg's default slice threading."""
+    if threads is None:
+        return 0
+    return threads or os.cpu_count() or 1
+
+
+def decode_bytes(info: VideoInfo, distinct: int, threads: int | None) -> tuple[int, int]:
+    """What reading ``distinct`` frames of ``info``'s video costs at most: (RGB frames kept, the decoder's frames).
+
+    Both at the header's size; the decoder's share is freed before the kept frames are transformed,
+    and it exceeds the float copy of one frame the transforms make then (12 bytes a pixel).
+    """
+    width, height = max(info.width, 1), max(info.height, 1)
+    held = REFERENCE_FRAMES + 2 * frame_threads(threads) + 1
+    return distinct * info.frame_bytes, held * decoded_frame_bytes(info.pix_fmt, width, height)
+
+
 def check_regular_file(path: str | Path) -> None:
     """VideoError unless ``path`` is an existing regular file (FIFOs, devices and sockets would block a read)."""
+    if isinstance(path, str) and _URL.match(path):
+        raise VideoError(
+            f"{path}: a URL; classify reads video files (download it first): read URLs and live sources with "
+            "`stdd stream` / Engine.stream"
+        )
     p = Path(path)
     try:
         mode = p.stat().st_mode
@@ -75,14 +122,51 @@ def check_regular_file(path: str | Path) -> None:
         )
 
 
+class _Budget:
+    """What one read of a :class:`VideoReader` holds, against ``max_bytes`` (None: no bound): the RGB frames it keeps
+    (``held`` bytes) and the decoder's frames; a decoded frame larger than the header said is checked at its size."""
+
+    def __init__(self, path: str, info: VideoInfo, max_bytes: int | None, threads: int | None) -> None:
+        self.path, self.info, self.max_bytes, self.threads = path, info, max_bytes, threads
+        self.held = 0
+        self._largest = info.width * info.height  # the largest frame size checked so far
+
+    def check(self, kept: int, decoder: int, size: tuple[int, int] | None = None) -> None:
+        """VideoError when ``kept`` bytes of RGB frames and ``decoder`` bytes of decoder frames exceed the budget."""
+        if self.max_bytes is None or kept + decoder <= self.max_bytes:
+            return
+        width, height = size or (max(self.info.width, 1), max(self.info.height, 1))
+        frames, fmt, mib = kept // (width * height * 3), self.info.pix_fmt or "pixel format unknown", 2**20
+        raise VideoError(
+            f"{self.path}: decoding it needs about {(kept + decoder) / mib:.0f} MiB ({frames} sampled {width}x{height} "
+            f"frames as RGB: {kept / mib:.0f} MiB; the decoder's frames on the way, {fmt}: {decoder / mib:.0f} MiB), "
+            f"more than the decode memory budget of {self.max_bytes / mib:.0f} MiB; raise "
+            "DecodeConfig(frame_budget_mb=...) (stdd: --frame-budget-mb) if this file is what you meant"
+        )
+
+    def check_frame(self, frame: object) -> None:
+        """A decoded frame larger than the header said (a size change mid-stream): the budget at its size."""
+        width, height = frame.width, frame.height
+        if width * height <= self._largest:
+            return
+        self._largest = width * height
+        real = dataclasses.replace(self.info, width=width, height=height, pix_fmt=frame.format.name)
+        self.check(self.held + width * height * 3, decode_bytes(real, 0, self.threads)[1], (width, height))
+
+    def keep(self, frame: object) -> None:
+        """Count a frame converted to RGB (a header may understate its size)."""
+        self.held += frame.width * frame.height * 3
+        self.check(self.held, 0, (frame.width, frame.height))
+
+
 class VideoReader:
     """One open video (PyAV container) that returns frames by presentation index.
 
     ``threads``: decoder threads (None: FFmpeg's default). ``yuv_to_rgb``: the RGB conversion
-    ("default" is the released protocol's). ``max_bytes``: the most decoded RGB frames one read may
-    hold (None: no bound); a read that would need more fails before decoding. Only regular files
-    are opened (a FIFO or device would block the reader: live sources go through
-    :mod:`stdd_fast.stream`). Use as a context manager or call :meth:`close`.
+    ("default" is the released protocol's). ``max_bytes``: the most one read may hold, its RGB frames
+    and the decoder's frames (:func:`decode_bytes`; None: no bound); a read that would need more
+    fails before decoding. Only regular files are opened (a FIFO or device would block the reader:
+    live sources go through :mod:`stdd_fast.stream`). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -93,15 +177,12 @@ class VideoReader:
         self.max_bytes = max_bytes
         check_regular_file(path)
         check_decoder_threads(threads)
-        import av
-
         try:
-            self._container = av.open(self.path, metadata_errors="ignore")
+            self._container = _open_container(self.path)
         except _av_errors() as e:
             raise VideoError(f"{self.path}: not a video file FFmpeg can read ({_reason(e)})") from None
         self._decode_errors: list[str] = []
         self._scan_error = ""
-        self._held = 0  # bytes of RGB frames the current read holds
         self.frames_decoded = 0  # frames the decoder produced so far (what seeking saves shows here)
         try:
             self._open_stream(threads)
@@ -133,6 +214,7 @@ class VideoReader:
             self._key_ts = [ts for _, ts in keys]
             self._seekable = bool(keys)
         self.info = self._make_info(len(pts))
+        self._budget = _Budget(self.path, self.info, self.max_bytes, threads)
 
     def _scan(self) -> tuple[list[int | None], list[int]]:
         """Demux (no decoding) the video stream: the pts of each packet, and which packets are keyframes."""
@@ -204,23 +286,16 @@ class VideoReader:
             )
         unique, inverse = torch.unique(idx, sorted=True, return_inverse=True)
         wanted = unique.tolist()
-        self._check_budget(len(wanted) * self.info.frame_bytes)
-        self._held = 0
+        self._budget.check(*decode_bytes(self.info, len(wanted), self._budget.threads))
+        self._budget.held = 0
         got = self._read_seeking(wanted) if self._seekable else self._read_sequential(wanted)
-        try:
-            frames = np.stack([got.pop(k) for k in wanted])  # [U, H, W, 3]
-        except ValueError:
-            raise VideoError(f"{self.path}: the frame size changes within the video; re-encode it") from None
+        frames = np.empty((len(wanted), *got[wanted[0]].shape), np.uint8)  # [U, H, W, 3]
+        for i, k in enumerate(wanted):  # each decoded frame freed as it is copied: one extra frame at most
+            frame = got.pop(k)
+            if frame.shape != frames.shape[1:]:
+                raise VideoError(f"{self.path}: the frame size changes within the video; re-encode it")
+            frames[i] = frame
         return torch.from_numpy(frames), inverse
-
-    def _check_budget(self, needed: int) -> None:
-        if self.max_bytes is not None and needed > self.max_bytes:
-            info = self.info
-            raise VideoError(
-                f"{self.path}: decoding the sampled frames needs {needed / 2**20:.0f} MiB ({info.width}x{info.height} "
-                f"RGB frames), more than the decode memory budget of {self.max_bytes / 2**20:.0f} MiB; raise "
-                "DecodeConfig(frame_budget_mb=...) (stdd: --frame-budget-mb) if this file is what you meant"
-            )
 
     def _missing(self, k: int) -> VideoError:
         if k >= self.info.indexed_frames:
@@ -244,6 +319,7 @@ class VideoReader:
                 continue
             for frame in frames:
                 self.frames_decoded += 1
+                self._budget.check_frame(frame)
                 yield frame
 
     def _read_seeking(self, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -292,8 +368,7 @@ class VideoReader:
 
         The decoded size is checked against the budget too: a header may understate it.
         """
-        self._held += frame.width * frame.height * 3
-        self._check_budget(self._held)
+        self._budget.keep(frame)
         if self._sws is None:
             return frame.to_ndarray(format="rgb24")
         return frame.to_ndarray(format="rgb24", interpolation=self._sws)
@@ -314,12 +389,25 @@ class VideoReader:
 
     def close(self) -> None:
         self._container.close()
+        self._stream = None  # its codec context holds the decoder's frames until it is freed
 
     def __enter__(self) -> VideoReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_container(path: str):
+    """The container of ``path``, its header read without decoding a frame bigger than PROBE_FRAME_BYTES."""
+    import av
+
+    container = av.open(path, metadata_errors="ignore", options={"skip_frame": "all"})
+    video = container.streams.video
+    if video and video[0].codec_context.width * video[0].codec_context.height * UNKNOWN_PIXEL_BYTES > PROBE_FRAME_BYTES:
+        return container
+    container.close()
+    return av.open(path, metadata_errors="ignore")
 
 
 def _reason(e: BaseException) -> str:

@@ -39,10 +39,13 @@ def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
 def normalize(
     frames: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD
 ) -> torch.Tensor:
-    """uint8 RGB [..., H, W, 3] -> float32 [..., H, W, 3]: ``(x/255 − mean)/std`` per channel."""
+    """uint8 RGB [..., H, W, 3] -> float32 [..., H, W, 3]: ``(x/255 − mean)/std`` per channel.
+
+    In place on one float copy: a frame costs one float32 copy (12 bytes a pixel), not one per step.
+    """
     m = torch.tensor(mean, dtype=torch.float32, device=frames.device)
     s = torch.tensor(std, dtype=torch.float32, device=frames.device)
-    return (frames.float() / 255.0 - m) / s
+    return frames.to(torch.float32, copy=True).div_(255.0).sub_(m).div_(s)
 
 
 def resize_short_side(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,13 +99,15 @@ def transform_frames(
     if h == 0 or w == 0:
         raise VideoError(f"frames of {w}x{h} pixels cannot be resized to {size}x{size}; the video has empty frames")
     step = max(1, CHUNK_BYTES // (h * w * 3 * 4))
-    out = []
-    for start in range(0, n, step):
-        chunk = frames[start : start + step]
-        x = normalize(chunk.to(device) if device is not None else chunk, mean, std)  # [n, H, W, 3]
-        x = x.permute(0, 3, 1, 2)  # [n, 3, H, W] (channels-last strides)
-        out.append(center_crop(resize_short_side(x, size), size).contiguous())  # [n, 3, size, size]
+    out = [_transform_chunk(frames[start : start + step], size, device, mean, std) for start in range(0, n, step)]
     if not out:
         dev = frames.device if device is None else torch.device(device)
         return torch.empty(0, 3, size, size, device=dev)
     return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def _transform_chunk(chunk: torch.Tensor, size: int, device, mean, std) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> float32 [n, 3, size, size]; its float frames are freed on return, before the next chunk."""
+    x = normalize(chunk.to(device) if device is not None else chunk, mean, std)  # [n, H, W, 3]
+    x = x.permute(0, 3, 1, 2)  # [n, 3, H, W] (channels-last strides)
+    return center_crop(resize_short_side(x, size), size).contiguous()  # [n, 3, size, size]
