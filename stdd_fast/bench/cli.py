@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from stdd_fast.bench.deciding import decision_rows, format_decisions
 from stdd_fast.bench.encoder import EncoderCase, measure_encoder
 from stdd_fast.bench.environment import environment
+from stdd_fast.bench.limit import gemm_probe
 from stdd_fast.bench.paths import parse_path, unavailable_reason
-from stdd_fast.bench.peak import matrix_peak_tflops
 from stdd_fast.bench.report import format_header, format_table, write_json, write_plot
 from stdd_fast.bench.timing import time_fn
 from stdd_fast.classifier import Classifier
@@ -32,6 +32,7 @@ from stdd_fast.config import STCAConfig, get_arch
 from stdd_fast.devices import resolve_device, resolve_precision
 from stdd_fast.errors import StddError
 from stdd_fast.factory import create_model, load_model
+from stdd_fast.flops import encoder_macs
 from stdd_fast.head import score
 from stdd_fast.ops import resolve_impl
 
@@ -205,19 +206,23 @@ def run(args: argparse.Namespace) -> dict:
         config["outlier_channels"] = add_outlier_channels_(model32, channels=args.outliers, seed=args.seed)
     model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype)
     classifier = _random_classifier(args.num_classes, args.prompts, cfg["arch"].embed_dim, args.seed)
-    # the matrix peak of the model's dtype: no MFU for --dtype fp8 (its GEMMs have another peak)
-    peak = round(matrix_peak_tflops(device, dtype), 1) if device.type == "cuda" and cfg["precision"] == dtype else None
     rows: list[dict] = []
+    limits = []
     for batch in cfg["batches"]:
         case = EncoderCase(batch, args.frames, dtype, device, cfg["warmup"], cfg["iters"], args.seed)
-        rows += measure_encoder(model32, model, classifier, cfg["paths"], case, peak, say=_say)
+        probe = gemm_probe(cfg["arch"], batch * args.frames * cfg["arch"].tokens_per_frame, device, dtype, args.seed)
+        batch_rows, limit = measure_encoder(model32, model, classifier, cfg["paths"], case, probe, say=_say)
+        rows += batch_rows
+        gflop = 2 * encoder_macs(cfg["arch"], model32.stca, "fused") * args.frames / 1e9
+        limits.append({"batch": batch, "gflop_per_clip": gflop, "limit_ms": limit.limit_ms(gflop), **limit.to_dict()})
+        _say("  " + limit.describe(gflop))
     head = _head_rows(cfg, classifier, max(cfg["batches"]), args.frames, model32.logit_scale.detach())
     largest = [r for r in rows if r["batch"] == max(cfg["batches"]) and "p50_ms" in r]
     fastest = min(largest, key=lambda r: r["p50_ms"], default=None)
     logit_scale = model32.logit_scale.detach().cpu()
     decisions = decision_rows(classifier, logit_scale, max(cfg["batches"]), args.frames, fastest, cfg["warmup"],
                               cfg["iters"], args.seed)  # fmt: skip
-    record = {"env": env, "config": config, "matrix_peak_tflops": peak, "encoder": rows, "head": head,
+    record = {"env": env, "config": config, "gemm_limit": limits, "encoder": rows, "head": head,
               "decisions": decisions}  # fmt: skip
     if cfg["videos"]:
         record["end_to_end"] = _end_to_end(cfg, model32, classifier)
@@ -227,9 +232,11 @@ def run(args: argparse.Namespace) -> dict:
 def print_report(record: dict) -> None:
     print()
     print(format_table(record["encoder"]))
-    if record.get("matrix_peak_tflops"):
-        dtype, peak = record["config"]["dtype"], record["matrix_peak_tflops"]
-        print(f"\nMFU against the measured {dtype} matrix peak: {peak} TFLOP/s")
+    for limit in record.get("gemm_limit", []):
+        rates = ", ".join(f"{name} {rate:.0f}" for name, rate in limit["rates_gflop_s"].items())
+        print(f"\nof limit (B={limit['batch']}): the least time a clip can take here, {limit['gflop_per_clip']:.0f} "
+              f"GFLOP at the best GEMM rate at the encoder's shapes ({rates} GFLOP/s): {limit['limit_ms']:.0f} ms, "
+              "over each path's time a clip")  # fmt: skip
     head = record["head"]
     print("\nscoring head " + ", ".join(f"{h['path']} {h['p50_ms']:.3f} ms" for h in head)
           + f" (B={head[0]['batch']}, K={head[0]['classes']}, N={head[0]['prompts']})")  # fmt: skip

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from stdd_fast.bench.limit import GemmLimit, GemmProbe
 from stdd_fast.bench.memory import PeakMemory
 from stdd_fast.bench.paths import BenchPath, build_callable, setup_note, unavailable_reason
 from stdd_fast.bench.telemetry import NvmlSampler
@@ -45,15 +46,18 @@ def measure_encoder(
     classifier: Classifier,
     paths: list[BenchPath],
     case: EncoderCase,
-    matrix_peak_tflops: float | None,
+    probe: GemmProbe,
     say: Callable[[str], None] = lambda line: None,
-) -> list[dict]:
-    """One row per path: throughput, latency, error vs the fp32 reference, memory, FLOPs.
+) -> tuple[list[dict], GemmLimit]:
+    """One row per path: throughput, latency, error vs the fp32 reference, memory, FLOPs, share of the limit;
+    and the GEMM-bound limit (:mod:`stdd_fast.bench.limit`) from ``probe``'s rounds timed among the paths'.
 
     ``model32`` is the fp32 reference model on the case's device; ``model`` the one timed (the
     case's dtype; the same object as ``model32`` for fp32). A path with its own dtype (``fp8:``) says
-    so in its row, and has no MFU (the matrix peak is the case dtype's). ``say``: where progress goes,
-    one line per path as it is ready (and before a long set-up), then one before the timed rounds.
+    so in its row, and has no share of the limit (its GEMMs run another dtype). The limit of a clip is
+    the fused path's FLOPs (the least work that computes STDD; plain CLIP's own for ``clip``) at the
+    best GEMM rate. ``say``: where progress goes, one line per path as it is ready (and before a long
+    set-up), then one before the timed rounds.
     """
     size = model.arch.image_size
     frames32 = random_frames(case, size)
@@ -104,14 +108,18 @@ def measure_encoder(
     if fns:
         expected = about(sum(call_s.values()) * case.iters)
         say(f"  timing {len(fns)} path(s) in {case.iters} interleaved round(s): {expected}")
+    gemms = {f"gemm:{name}": run for name, run in probe.rounds.items()}
     with torch.no_grad():
-        timings = time_interleaved(fns, case.device, case.iters)
+        timings = time_interleaved({**fns, **gemms}, case.device, case.iters)
+    limit = probe.limit({name.split(":", 1)[1]: timings[name].median for name in gemms})
 
     reference_s = timings["reference"].median if "reference" in timings else None
     for name, (path, out, peak_mib, telemetry) in measured.items():
         seconds = timings[name].median
-        macs = encoder_macs(model.arch, None if path.mode == "clip" else model.stca, path.flops_impl) * case.frames
+        stca = None if path.mode == "clip" else model.stca
+        macs = encoder_macs(model.arch, stca, path.flops_impl) * case.frames
         tflops = 2 * macs * case.batch / seconds / 1e12
+        least_ms = limit.limit_ms(2 * encoder_macs(model.arch, stca, "fused") * case.frames / 1e9)
         top1 = score(F.normalize(out, dim=-1), weights, model32.logit_scale).argmax(-1)
         rows[name].update(
             clips_per_s=case.batch / seconds,
@@ -124,9 +132,10 @@ def measure_encoder(
             peak_mem_mib=peak_mib,
             gflop_per_clip=2 * macs / 1e9,
             tflops=tflops,
-            mfu=(tflops / matrix_peak_tflops) if matrix_peak_tflops and path.dtype is None else None,
+            limit_ms=least_ms,
+            limit_share=least_ms / (seconds * 1e3 / case.batch) if path.dtype is None else None,
             telemetry=telemetry,
         )
     if measured:
         say(f"  timed (B={case.batch}, p50): " + ", ".join(f"{n} {rows[n]['p50_ms']:.0f} ms" for n in measured))
-    return list(rows.values())
+    return list(rows.values()), limit

@@ -18,7 +18,7 @@ COLUMNS = (
     ("peak_mem_mib", "peak MiB", "{:.0f}"),
     ("gflop_per_clip", "GFLOP/clip", "{:.0f}"),
     ("tflops", "TFLOP/s", "{:.2f}"),
-    ("mfu", "MFU", "{:.0%}"),
+    ("limit_share", "of limit", "{:.0%}"),
     ("first_call_s", "setup s", "{:.1f}"),
 )
 

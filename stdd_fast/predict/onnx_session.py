@@ -11,15 +11,17 @@ from stdd_fast.deps import require
 from stdd_fast.errors import BackendUnavailableError, ConfigError
 
 
-def session_options(threads: int | None = None):
-    """Every graph optimisation, ``threads`` intra-op threads (None: the cores this process may use), no spinning.
+def session_options(threads: int | None = None, optimize: bool = True):
+    """Every graph optimisation (``optimize=False``: none, for a graph ONNX Runtime already optimised and saved),
+    ``threads`` intra-op threads (None: the cores this process may use), no spinning.
 
     Idle ONNX Runtime threads must not busy-wait between calls: decoding threads, the torch head and
     other paths share these cores.
     """
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = ort.GraphOptimizationLevel
+    opts.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     opts.intra_op_num_threads = threads or cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
