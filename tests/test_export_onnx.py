@@ -263,6 +263,7 @@ def test_fused_path_exports_when_available(tmp_path):
     assert model.impl == "reference"  # the caller's model is untouched
 
 
+@pytest.mark.slow  # 37 s on 2 cores: CI checks the tiny exports (above, test_golden); the B/16 graph, every bench run
 def test_b16_fp32_export_matches_torch(tmp_path):
     """ViT-B/16 at 224 px, T = 8, seeded random weights, a 400-class prompt-level classifier."""
     model = create_model("ViT-B-16", seed=0)

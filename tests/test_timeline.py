@@ -97,8 +97,13 @@ def test_the_motion_gate_skips_still_windows_only(planted_footage, planted_engin
 
 
 def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    """The process's peak RSS so far; 0 once it has exited (a zombie's status holds no memory lines, and a reaped
+    process has none): the caller keeps the highest value it read while the process ran."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0) / 1024
+    except FileNotFoundError:
+        return 0.0
 
 
 def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_path, planted_footage, planted_engine):
@@ -143,7 +148,7 @@ def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_pat
             6 if path == hour else 1
         )
     report("peak RSS growth from 6 minutes to 1 hour of video, MiB", peaks["hour"] - peaks["six_minutes"])
-    assert peaks["hour"] - peaks["six_minutes"] < 64
+    assert min(peaks.values()) > 0 and peaks["hour"] - peaks["six_minutes"] < 64  # both read while running
     # Ctrl-C in the middle: exit 130, and the segments closed by then are written
     out = tmp_path / "out-interrupted"
     proc = subprocess.Popen(

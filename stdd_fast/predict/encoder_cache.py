@@ -198,7 +198,10 @@ def _quantize(source: Path, target: Path, kind: str) -> None:
 
 def _record(record: Path) -> dict | None:
     """An entry's record (None: absent, special or not one of ours)."""
-    text = read_small_file(record, "an encoder-graph record")
+    return _parse_record(read_small_file(record, "an encoder-graph record"))
+
+
+def _parse_record(text: str | None) -> dict | None:
     try:
         entry = None if text is None else json.loads(text)
     except (ValueError, RecursionError):
@@ -207,10 +210,12 @@ def _record(record: Path) -> dict | None:
 
 
 def _stale(graph: Path, record: Path, source: str | None = None) -> str:
-    """Why the entry cannot be used ("" when it can); ``source``: the sha256 of the graph it must be made from."""
-    if not graph.exists() or not record.exists():
+    """Why the entry cannot be used ("" when it can); ``source``: the sha256 of the graph it must be made from.
+    A record that is absent or a special file reads as no entry; one that is there but not ours, as unreadable."""
+    text = read_small_file(record, "an encoder-graph record")
+    if text is None or not graph.exists():
         return "not cached yet"
-    entry = _record(record)
+    entry = _parse_record(text)
     if entry is None:
         return "its record is unreadable"
     if source is not None and entry.get("source") != source:
