@@ -74,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mAP tIoU thresholds (default 0.3 0.4 0.5 0.6 0.7)",
     )
     t.add_argument("--event-tiou", type=float, default=0.5, help="tIoU of an event hit for P/R/F1 (default 0.5)")
-    t.add_argument("--window", default=None, help="window span: frames or seconds (3.7s); default: the model's")
-    t.add_argument("--stride", default="16", help="step between windows: frames or seconds (0.5s); default 16")
+    options.add_windows(t)
     add_segmenting(p)
     o = p.add_argument_group("output")
     o.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
@@ -160,10 +159,10 @@ def _timeline(args: argparse.Namespace, model, chosen: Settings, env) -> dict:
     predictor = dataclasses.replace(chosen.predictor, device=str(env.device), arch=None, trust_pickle=False)
     sampling = dataclasses.replace(chosen.sampling, num_views=1)  # a window is one view
     engine = Engine(model, classifier=clf, predictor=predictor, sampling=sampling, decode=chosen.decode)
-    span = {name: int(v) if v.strip().isdigit() else v for name in ("window", "stride") if (v := getattr(args, name))}
     return evaluate_timelines(
-        engine, annotations, args.prefix, args.tiou, args.event_tiou, args.output,
-        progress=False if args.no_progress else None, segments=segment_config(args), **span, **gate_options(args),
+        engine, annotations, args.prefix, args.tiou, args.event_tiou, args.output, window=args.window,
+        stride=args.stride, progress=False if args.no_progress else None, segments=segment_config(args),
+        **gate_options(args),
     )  # fmt: skip
 
 

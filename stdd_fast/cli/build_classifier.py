@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stdd_fast.choices import MATCHES, REDUCES
 from stdd_fast.cli import options
-from stdd_fast.cli.inputs import expand_inputs
+from stdd_fast.cli.inputs import labelled_inputs
 from stdd_fast.cli.runner import EXIT_OK
 from stdd_fast.errors import ConfigError
 from stdd_fast.user_cache import check_not_special
@@ -54,23 +54,13 @@ def add_parser(sub) -> None:
     b.set_defaults(func=run)
 
 
-def _examples(pairs: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for pair in pairs:
-        label, sep, inputs = pair.partition("=")
-        if not sep or not label.strip() or not inputs.strip():
-            raise ConfigError(f"--example {pair!r}: write CLASS=INPUT, e.g. 'forklift reversing=clips/forklift/*.mp4'")
-        out.setdefault(label.strip(), []).extend(expand_inputs([inputs.strip()]))
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from stdd_fast.classifier import build_classifier
     from stdd_fast.devices import resolve_device
     from stdd_fast.factory import load_model
 
     chosen = options.settings_of(args)
-    examples = _examples(args.example)
+    examples = labelled_inputs(args.example, "--example")
     source = chosen.classes if examples else chosen.classes.require()
     output = Path(args.output)
     if output.is_dir():

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from stdd_fast.cli import options
-from stdd_fast.cli.inputs import expand_inputs
+from stdd_fast.cli.inputs import expand_inputs, labelled_inputs
 from stdd_fast.cli.runner import EXIT_OK
 from stdd_fast.errors import ConfigError
 
@@ -52,29 +52,12 @@ def add_parser(sub) -> None:
         "--aim", choices=("false-alarms", "recall", "f1"), default="false-alarms", help="what sets a threshold"
     )
     g.add_argument("--recall", type=float, default=0.9, help="--aim recall: the share of positive windows to detect")
-    g.add_argument("--window", default=None, help="window span: frames or seconds (3.7s); default: the model's")
-    g.add_argument("--stride", default="16", help="step between windows: frames or seconds (0.5s); default 16")
+    options.add_windows(g)
     c.add_argument("-o", "--output", required=True, metavar="ART", help="the calibrated classifier to write")
     c.add_argument("--plot", metavar="PNG", help="also draw each class's score distribution and threshold")
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     options.add_debug(c)
     c.set_defaults(func=run)
-
-
-def _positives(pairs: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for pair in pairs:
-        label, sep, inputs = pair.partition("=")
-        if not sep or not label.strip() or not inputs.strip():
-            raise ConfigError(f"--positives {pair!r}: write CLASS=INPUT, e.g. 'run=clips/run/*.mp4'")
-        out.setdefault(label.strip(), []).extend(expand_inputs([inputs.strip()]))
-    return out
-
-
-def _span(text: str | None) -> int | str | None:
-    if text is None:
-        return None
-    return int(text) if text.strip().isdigit() else text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise ConfigError(f"-o {output} is a folder; name the artifact file, e.g. {output / 'calibrated.safetensors'}")
     background = expand_inputs(args.background)
-    positives = _positives(args.positives)
+    positives = labelled_inputs(args.positives, "--positives")
     chosen = options.settings_of(args, sampling={"num_views": 1})  # a window is one view
     engine = Engine(
         args.weights, chosen.classes.require(), predictor=chosen.predictor, sampling=chosen.sampling,
@@ -99,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         positives=positives,
         aim=args.aim.replace("-", "_"),
         recall=args.recall,
-        window=_span(args.window),
-        stride=_span(args.stride),
+        window=args.window,
+        stride=args.stride,
     )
     for source, error in report.failed.items():
         print(f"stdd calibrate: skipped {source}: {error}", file=sys.stderr)

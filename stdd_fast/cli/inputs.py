@@ -82,3 +82,14 @@ def expand_inputs(items: list[str], prefix: str | None = None, unique: bool = Tr
 def missing_files(items: list[str]) -> list[str]:
     """The local paths among ``items`` that do not exist (a URL such as ``rtsp://...`` is not checked here)."""
     return [item for item in items if "://" not in item and not Path(item).exists()]
+
+
+def labelled_inputs(pairs: list[str], flag: str) -> dict[str, list[str]]:
+    """``CLASS=INPUT`` values of a repeatable ``flag`` (``--example``, ``--positives``) -> {class: paths}."""
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        label, sep, inputs = pair.partition("=")
+        if not sep or not label.strip() or not inputs.strip():
+            raise ConfigError(f"{flag} {pair!r}: write CLASS=INPUT, e.g. 'forklift reversing=clips/forklift/*.mp4'")
+        out.setdefault(label.strip(), []).extend(expand_inputs([inputs.strip()]))
+    return out

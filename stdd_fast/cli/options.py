@@ -266,6 +266,14 @@ def add_decode(p: argparse.ArgumentParser, choices: tuple[str, ...] = DECODE_CHO
     )
 
 
+def add_windows(g) -> None:
+    """--window / --stride: how a stream, a timeline or calibration cuts video into windows. The text goes to
+    ``Engine.stream`` / ``timeline`` / ``calibrate`` as it is: their span parser reads "16" as frames, "0.5s" as
+    seconds, and names a bad value."""
+    g.add_argument("--window", default=None, help="window span: frames (113) or seconds (3.7s); default: the model's")
+    g.add_argument("--stride", default="16", help="step between windows: frames (16) or seconds (0.5s); default 16")
+
+
 def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="print the traceback of an error")
 

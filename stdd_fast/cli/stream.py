@@ -34,8 +34,7 @@ def add_parser(sub) -> None:
     options.add_decode(s)
     w = s.add_argument_group("windows")
     w.add_argument("--top-k", type=int, default=5, help="classes to report per window (default 5)")
-    w.add_argument("--window", default=None, help="window span: frames (113) or seconds (3.7s); default: the model's")
-    w.add_argument("--stride", default="16", help="step between windows: frames (16) or seconds (0.5s); default 16")
+    options.add_windows(w)
     w.add_argument("--fps", type=float, default=None, help="source frame rate (default: from the source)")
     w.add_argument("--on-backpressure", choices=BACKPRESSURE, default="block", help="slow consumer policy")
     w.add_argument("--max-retries", type=int, default=3, help="reconnects in a row without a new frame (default 3)")
@@ -90,13 +89,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _span(text: str | None) -> int | str | None:
-    """A --window/--stride value: digits are frames (an int), anything else goes to the parser as text."""
-    if text is None:
-        return None
-    return int(text) if text.strip().isdigit() else text
-
-
 def run(args: argparse.Namespace) -> int:
     from stdd_fast.classifier_watch import ClassifierWatcher, file_signature
 
@@ -132,8 +124,8 @@ def _stream_config(args: argparse.Namespace):
     from stdd_fast.stream.config import StreamConfig
 
     return StreamConfig.from_options(
-        _span(args.window),
-        _span(args.stride),
+        args.window,
+        args.stride,
         top_k=args.top_k,
         on_backpressure=args.on_backpressure,
         max_retries=args.max_retries,

@@ -68,9 +68,7 @@ def add_parser(sub) -> None:
     options.add_predictor(t)
     options.add_sampling(t, views=False)
     options.add_decode(t)
-    w = t.add_argument_group("windows")
-    w.add_argument("--window", default=None, help="window span: frames or seconds (3.7s); default: the model's")
-    w.add_argument("--stride", default="16", help="step between windows: frames or seconds (0.5s); default 16")
+    options.add_windows(t.add_argument_group("windows"))
     add_segmenting(t)
     o = t.add_argument_group("output")
     o.add_argument("-o", "--output-dir", metavar="DIR", help="write each video's files here: <stem>.<format>")
@@ -155,9 +153,7 @@ def run(args: argparse.Namespace) -> int:
     for video in videos:
         if not args.json:
             print(f"{video}:", flush=True)
-        stride = int(args.stride) if args.stride.strip().isdigit() else args.stride
-        window = int(args.window) if args.window and args.window.strip().isdigit() else args.window
-        timeline = engine.timeline(video, window, stride, segments=config, keep_windows=keep, on_event=show,
+        timeline = engine.timeline(video, args.window, args.stride, segments=config, keep_windows=keep, on_event=show,
                                    progress=False if args.no_progress else None, **gate)  # fmt: skip
         if not timeline.ok:
             failed += 1
