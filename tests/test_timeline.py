@@ -53,13 +53,15 @@ def test_the_timeline_recovers_the_planted_actions_and_live_events_agree(planted
     print(f"{timeline.windows} windows, {timeline.skipped} skipped by the motion gate, {len(events)} events")
 
 
-def test_outputs_subtitles_png_and_annotated_video(tmp_path, planted_footage, planted_engine):
+def test_outputs_subtitles_png_and_annotated_video(tmp_path, planted_footage, planted_engine, capsys):
     from stdd_fast.timeline import outputs
 
     engine, result = planted_engine
     timeline = engine.timeline(
-        str(planted_footage["long"]), stride=planted.STRIDE, segments=SEGMENTS, keep_windows=True
+        str(planted_footage["long"]), stride=planted.STRIDE, segments=SEGMENTS, keep_windows=True, progress=True
     )
+    bar = capsys.readouterr().err  # the progress a long file shows: video seconds done, elapsed<ETA
+    assert re.search(r"timeline long\.mp4: .*\d+(\.\d)?/\d+(\.\d)?s? \[\d\d:\d\d<\d\d:\d\d", bar), bar[-500:]
     assert len(timeline.window_scores) == timeline.windows
     vtt = outputs.write_vtt(tmp_path / "long.vtt", timeline.segments)
     srt = outputs.write_srt(tmp_path / "long.srt", timeline.segments)
