@@ -1,4 +1,6 @@
-"""Shared test helpers: randomised weights, small architectures."""
+"""Shared test helpers: randomised weights, small architectures, commands a test interrupts."""
+
+import signal
 
 import torch
 
@@ -46,3 +48,11 @@ def report(name: str, value: float) -> float:
     """Print a measured error (every comparison shows its figure) and return it."""
     print(f"[measured] {name}: {value:.3e}")
     return value
+
+
+def interruptible() -> None:
+    """``preexec_fn`` of a command a test interrupts with SIGINT, as Ctrl-C in a terminal would: the default
+    disposition. A shell without job control starts background jobs with SIGINT ignored, children inherit that,
+    and Python then installs no KeyboardInterrupt handler (rightly: an ignored SIGINT stays ignored), so
+    the test would measure how pytest was launched instead of the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from helpers import randomize_
+from helpers import interruptible, randomize_
 from training_fixtures import tiny_checkpoint, tiny_dataset, tiny_recipe
 from video_fixtures import frame_pattern, write_clip
 
@@ -132,7 +132,7 @@ def test_classify_prints_each_result_as_it_completes_and_ctrl_c_keeps_them(tmp_p
     fifo_free = [str(c) for c in clips] * 60  # enough work to be interrupted half way
     cmd = [sys.executable, "-m", "stdd_fast.cli", "classify", *fifo_free, "--weights", str(ckpt)]
     cmd += ["--classes", "a,b", "--json", "--output", str(results), "--batch-clips", "3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     first = proc.stdout.readline()  # printed while the rest is still running
     assert json.loads(first)["error"] is None and proc.poll() is None
     os.kill(proc.pid, signal.SIGINT)
@@ -195,7 +195,7 @@ def test_a_watched_classifier_turning_bad_never_hangs_and_ctrl_c_stops_at_once(t
     cmd = [sys.executable, "-m", "stdd_fast.cli", "stream", str(clip), "--weights", str(ckpt), "--classifier",
            str(live), "--watch-classifier", "--watch-interval", "0.1", "--realtime", "--window", "16",
            "--stride", "16"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
     errors: list[str] = []
     reader = threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True)
     reader.start()

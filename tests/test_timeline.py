@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import planted
 import pytest
-from helpers import report
+from helpers import interruptible, report
 
 from stdd_fast.timeline.segments import SegmentConfig
 
@@ -154,8 +154,9 @@ def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_pat
     # Ctrl-C in the middle: exit 130, and the segments closed by then are written
     out = tmp_path / "out-interrupted"
     proc = subprocess.Popen(
-        [*cmd, str(hour), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [*cmd, str(hour), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible,
+    )  # fmt: skip
     lines, start = [], time.monotonic()
     while len(lines) < 2 and time.monotonic() - start < 300:  # two segments printed: well into the file
         line = proc.stdout.readline()
