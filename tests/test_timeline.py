@@ -98,14 +98,9 @@ def test_the_motion_gate_skips_still_windows_only(planted_footage, planted_engin
         assert moving.windows > 0 and moving.skipped == 0
 
 
-def _peak_rss_mib(pid: int) -> float:
-    """The process's peak RSS so far; 0 once it has exited (a zombie's status holds no memory lines, and a reaped
-    process has none): the caller keeps the highest value it read while the process ran."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0) / 1024
-    except FileNotFoundError:
-        return 0.0
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_path, planted_footage, planted_engine):
@@ -126,31 +121,34 @@ def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_pat
                 frames += bunny
         return planted.write(path, frames, fps=fps)
 
-    hour, short = video(60, tmp_path / "hour.mp4"), video(6, tmp_path / "six_minutes.mp4")
+    hour = video(60, tmp_path / "hour.mp4")
     cmd = [sys.executable, "-m", "stdd_fast.cli", "timeline", "--weights", str(weights),
            "--classifier", str(classifier), "--device", "cpu", "--sampling-rate", "4", "--stride", "8",
            "--min-duration", "0.5", "--merge-gap", "0.5", "--backend", "torch", "--json"]  # fmt: skip
-    peaks, found = {}, {}
-    for path in (short, hour):
-        out = tmp_path / f"out-{path.stem}"
+    # Flat means: what the process holds does not grow with the video it has read. Segments print as they close,
+    # so the RSS read at each bunny segment (minutes 5, 15, ..., 55) is the memory after that much video, past
+    # start-up (imports, model) and before the end (drawing the picture), whose peaks depend on timing, not length.
+    start, segments, rss = time.monotonic(), [], []
+    with open(tmp_path / "stderr", "w") as stderr_file:
         proc = subprocess.Popen(
-            [*cmd, str(path), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*cmd, str(hour), "-o", str(tmp_path / "out-hour")], stdout=subprocess.PIPE, stderr=stderr_file, text=True
         )
-        peak, start = 0.0, time.monotonic()
-        while proc.poll() is None and time.monotonic() - start < 600:
-            peak = max(peak, _peak_rss_mib(proc.pid))
-            time.sleep(0.2)
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, stderr
-        segments = [json.loads(line) for line in stdout.splitlines()]
-        peaks[path.stem], found[path.stem] = peak, len(segments)
-        print(f"{path.name}: {len(segments)} segments, peak RSS {peak:.0f} MiB, {time.monotonic() - start:.1f} s; "
-              f"{stderr.strip().splitlines()[-1]}")  # fmt: skip
-        assert {s["label"] for s in segments} >= {"bunny"} and len([s for s in segments if s["label"] == "bunny"]) == (
-            6 if path == hour else 1
-        )
-    report("peak RSS growth from 6 minutes to 1 hour of video, MiB", peaks["hour"] - peaks["six_minutes"])
-    assert min(peaks.values()) > 0 and peaks["hour"] - peaks["six_minutes"] < 64  # both read while running
+    try:
+        for line in proc.stdout:  # ends with the process; the communicate below bounds the wait
+            segments.append(json.loads(line))
+            if segments[-1]["label"] == "bunny":
+                rss.append(_rss_mib(proc.pid))
+        proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    stderr = (tmp_path / "stderr").read_text()
+    assert proc.returncode == 0, stderr
+    found = len(segments)
+    print(f"hour.mp4: {found} segments, RSS at each bunny (MiB) {[round(x) for x in rss]}, "
+          f"{time.monotonic() - start:.1f} s; {stderr.strip().splitlines()[-1]}")  # fmt: skip
+    assert len(rss) == 6  # the bunny found in each of the six ten-minute blocks
+    report("RSS growth from minute 5 to minute 55 of the video, MiB", rss[-1] - rss[0])
+    assert max(rss) - rss[0] < 32
     # Ctrl-C in the middle: exit 130, and the segments closed by then are written
     out = tmp_path / "out-interrupted"
     proc = subprocess.Popen(
@@ -168,7 +166,7 @@ def test_an_hour_of_video_keeps_memory_flat_and_ctrl_c_keeps_what_closed(tmp_pat
     assert proc.returncode == 130, stderr
     assert "interrupted in" in stderr
     written = [json.loads(x) for x in (out / "hour.segments.jsonl").read_text().splitlines()]
-    assert 2 <= len(written) < found["hour"] and all(s["end_time"] > s["start_time"] for s in written)
+    assert 2 <= len(written) < found and all(s["end_time"] > s["start_time"] for s in written)
     assert (out / "hour.vtt").is_file()
     print(f"interrupted after {len(written)} segments: {stderr.strip().splitlines()[-1]}")
 
